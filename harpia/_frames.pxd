@@ -1,0 +1,104 @@
+# The C surface of the frame engine, for other Cython modules.  Users see _frames.pyi.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef class FrameEngine:
+    # --- settings (fixed for the life of a connection) ---
+    cdef readonly bint client
+    cdef readonly Py_ssize_t max_payload_length
+    cdef readonly Py_ssize_t backpressure_limit
+    cdef readonly bint close_on_backpressure_limit
+    cdef readonly Py_ssize_t inbound_limit
+    cdef uint8_t rsv_allowed
+
+    # --- connection state ---
+    cdef public int ready_state
+    cdef readonly int close_code_sent
+    cdef readonly int close_code_received
+    cdef readonly object close_reason_received
+    cdef readonly Py_ssize_t dropped
+    cdef public uint32_t last_seen
+
+    # --- parser state: a frame header is kept here until it is complete ---
+    cdef uint8_t hdr[14]
+    cdef int hdr_have
+    cdef int hdr_need
+    cdef bint in_payload
+    cdef int frame_opcode
+    cdef bint frame_fin
+    cdef uint8_t frame_rsv
+    cdef bint frame_masked
+    cdef uint8_t frame_key[4]
+    cdef uint64_t frame_left
+    cdef uint64_t frame_done
+    cdef bint input_closed
+
+    # --- the message being reassembled (data frames), and the control frame ---
+    cdef int msg_opcode
+    cdef bint msg_compressed
+    cdef char *msg_buf
+    cdef Py_ssize_t msg_len
+    cdef Py_ssize_t msg_cap
+    cdef uint32_t utf8_state
+    cdef uint8_t ctl_buf[125]
+    cdef int ctl_len
+
+    # --- inbound flow control: bytes held while an async handler runs ---
+    cdef bint delivery_paused
+    cdef list held
+    cdef Py_ssize_t held_size
+    cdef uint8_t read_pause_reasons
+
+    # --- outbound: the frames queued this loop turn, written at its end ---
+    cdef char *out_buf
+    cdef Py_ssize_t out_len
+    cdef Py_ssize_t out_cap
+    cdef public Py_ssize_t transport_buffered
+    cdef bint writing_paused
+    cdef bint awaiting_drain
+    cdef bint in_feed
+    cdef bint corked
+    cdef object writer
+    cdef Cork cork
+
+    # --- the user's message handler, bound once ---
+    cdef object on_message
+    cdef int message_arity
+    cdef bint message_async
+    cdef list events
+
+    cdef int _event(self, tuple event) except -1
+    cdef int _feed(self, object data) except -1
+    cdef int _feed_buffer(self, object data) except -1
+    cdef int _hold(self, bytes rest) except -1
+    cdef int _fail(self, int code, str reason) except -1
+    cdef int _first_two_bytes(self) except -2
+    cdef int _parse(self, const uint8_t *data, Py_ssize_t n, Py_ssize_t *used) except -1
+    cdef int _header_complete(self) except -1
+    cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1
+    cdef int _frame_complete(self) except -1
+    cdef int _control_frame(self) except -1
+    cdef int _deliver(self, object message) except -1
+    cdef int _msg_reserve(self, Py_ssize_t extra) except -1
+    cdef void _msg_reset(self) noexcept
+    cdef int _out_reserve(self, Py_ssize_t extra) except -1
+    cdef Py_ssize_t _append_frame(self, int opcode, const uint8_t *data, Py_ssize_t n,
+                                  uint8_t first_byte_bits) except -1
+    cdef Py_ssize_t _send_frame(self, int opcode, const uint8_t *data, Py_ssize_t n,
+                                uint8_t rsv) except -2
+    cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2
+    cdef Py_ssize_t _account(self, Py_ssize_t total) except -2
+    cdef int _start_close(self, int code, str reason) except -1
+    cdef int _mark_dirty(self) except -1
+    cdef int flush(self) except -1
+    cdef int _check_drain(self) except -1
+    cdef int _pause_reading(self, uint8_t reason) except -1
+    cdef int _resume_reading(self, uint8_t reason) except -1
+
+
+cdef class Cork:
+    cdef list dirty
+    cdef bint scheduled
+    cdef object call_soon
+    cdef object _run_cb
+    cdef int add(self, FrameEngine engine) except -1

@@ -1,0 +1,1054 @@
+# cython: language_level=3
+"""harpia's frame engine: RFC 6455 framing, sans-I/O.
+
+Bytes go in through ``feed`` (or ``data_received``); whole messages go to the bound
+message handler (or to ``events_received()`` when none is bound); frames to send collect
+in an output buffer that is handed to ``writer`` once per event-loop turn (auto-cork), or
+taken with ``data_to_send()``.  Nothing here knows about sockets or asyncio: the asyncio
+adapter (``harpia.connection``) subclasses ``FrameEngine`` and overrides the event hooks.
+
+Read top to bottom: constants, the parser (``_parse`` -> ``_header_complete`` ->
+``_payload_chunk`` -> ``_frame_complete``), the serializer and backpressure accounting
+(``_send_frame`` -> ``_append_frame`` -> ``flush``), the public methods, then ``Cork`` and
+``publish``.
+"""
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+
+cdef extern from "_mask.h" nogil:
+    void harpia_mask(unsigned char *dst, const unsigned char *src, size_t n,
+                     const unsigned char *key, size_t phase)
+
+cdef extern from "_utf8.h" nogil:
+    int harpia_utf8_feed(uint32_t *state, const unsigned char *s, size_t n)
+    int harpia_utf8_complete(uint32_t state)
+
+cdef extern from "sys/random.h" nogil:
+    ssize_t getrandom(void *buf, size_t buflen, unsigned int flags)
+
+
+# Ready states, as in the browser API and Bun.
+CONNECTING = 0
+OPEN = 1
+CLOSING = 2
+CLOSED = 3
+DEF _OPEN = 1
+DEF _CLOSING = 2
+DEF _CLOSED = 3
+
+DEF OP_CONT = 0
+DEF OP_TEXT = 1
+DEF OP_BINARY = 2
+DEF OP_CLOSE = 8
+DEF OP_PING = 9
+DEF OP_PONG = 10
+
+DEF RSV1 = 0x40
+
+# Why these sizes: a frame queued this turn is copied once into the output buffer; past
+# CORK_FLUSH_AT the buffer goes to the transport at once so the kernel absorbs what it can
+# (a handler sending in a loop is not capped at one turn's worth).  Buffers over KEEP_BUFFER
+# are freed after use, so a connection that once moved a large message holds nothing
+# while idle.
+DEF CORK_FLUSH_AT = 65536
+DEF KEEP_BUFFER = 4096
+DEF SMALL_TEXT = 512
+
+# Why two reasons: reading pauses while the outgoing buffer is over its limit AND while
+# inbound bytes are held behind an async handler; either alone must keep it paused.
+DEF PAUSE_OUTBOUND = 1
+DEF PAUSE_INBOUND = 2
+
+
+cdef uint32_t _clock = 0
+
+def set_clock(uint32_t seconds):
+    """Set the coarse clock that ``last_seen`` is stamped with (the idle sweeper calls it)."""
+    global _clock
+    _clock = seconds
+
+
+cdef inline bint _close_code_ok(int code) noexcept:
+    # RFC 6455 section 7.4 and the IANA registry: 1004-1006 and 1015 never go on the wire,
+    # 1016-2999 are reserved for future RFCs, 3000-4999 belong to libraries and apps.
+    return (1000 <= code <= 1003) or (1007 <= code <= 1014) or (3000 <= code <= 4999)
+
+
+def is_valid_close_code(int code):
+    """True if ``code`` may be sent or received in a close frame."""
+    return _close_code_ok(code)
+
+
+cdef uint8_t _random_pool[256]
+cdef int _random_left = 0
+
+cdef inline void _random_key(uint8_t *key) except *:
+    # Client frames need an unpredictable mask (RFC 6455 section 10.3); one getrandom call
+    # serves 64 frames.
+    global _random_left
+    if _random_left < 4:
+        if getrandom(_random_pool, 256, 0) != 256:
+            raise OSError("getrandom failed")
+        _random_left = 256
+    _random_left -= 4
+    memcpy(key, &_random_pool[_random_left], 4)
+
+
+cdef inline Py_ssize_t _header_size(Py_ssize_t n, bint masked) noexcept:
+    cdef Py_ssize_t size = 2
+    if n > 65535:
+        size = 10
+    elif n > 125:
+        size = 4
+    return size + 4 if masked else size
+
+
+cdef inline Py_ssize_t _write_header(uint8_t *out, uint8_t first_byte, Py_ssize_t n,
+                                     const uint8_t *key) noexcept:
+    cdef uint8_t mask_bit = 0x80 if key != NULL else 0
+    cdef Py_ssize_t pos
+    cdef int i
+    out[0] = first_byte
+    if n <= 125:
+        out[1] = mask_bit | <uint8_t>n
+        pos = 2
+    elif n <= 65535:
+        out[1] = mask_bit | 126
+        out[2] = <uint8_t>(n >> 8)
+        out[3] = <uint8_t>n
+        pos = 4
+    else:
+        out[1] = mask_bit | 127
+        for i in range(8):
+            out[2 + i] = <uint8_t>((<uint64_t>n) >> (56 - 8 * i))
+        pos = 10
+    if key != NULL:
+        memcpy(out + pos, key, 4)
+        pos += 4
+    return pos
+
+
+cdef class FrameEngine:
+    """One WebSocket connection's protocol state: parser, serializer, output buffer.
+
+    ``client=False`` is the server role (incoming frames must be masked, outgoing are not);
+    ``client=True`` the reverse.  Limits are checked when a frame header arrives, before any
+    payload is buffered.
+    """
+
+    def __cinit__(self):
+        self.msg_buf = NULL
+        self.out_buf = NULL
+        self.events = None
+        self.held = None
+        self.close_reason_received = ""
+
+    def __init__(self, *, bint client=False, Py_ssize_t max_payload_length=16 * 1024 * 1024,
+                 Py_ssize_t backpressure_limit=1024 * 1024,
+                 bint close_on_backpressure_limit=False,
+                 Py_ssize_t inbound_limit=64 * 1024):
+        if max_payload_length < 0 or backpressure_limit < 0 or inbound_limit < 0:
+            raise ValueError("limits must not be negative")
+        self.client = client
+        self.max_payload_length = max_payload_length
+        self.backpressure_limit = backpressure_limit
+        self.close_on_backpressure_limit = close_on_backpressure_limit
+        self.inbound_limit = inbound_limit
+        self.ready_state = _OPEN
+        self.last_seen = _clock
+
+    def __dealloc__(self):
+        free(self.msg_buf)
+        free(self.out_buf)
+
+    # ------------------------------------------------------------------ hooks
+    # The adapter overrides these; the defaults record events for sans-I/O use.
+
+    def ping_received(self, bytes payload):
+        self._event(("ping", payload))
+
+    def pong_received(self, bytes payload):
+        self._event(("pong", payload))
+
+    def close_received(self, int code, str reason):
+        self._event(("close", code, reason))
+
+    def protocol_failed(self, int code, str reason):
+        self._event(("protocol_error", code, reason))
+
+    def handler_failed(self, exc):
+        self._event(("handler_error", exc))
+
+    def start_async(self, awaitable):
+        """Run an async handler's awaitable; return True if it is still pending (then
+        delivery pauses until ``resume_delivery()``)."""
+        raise TypeError("an async message handler needs an event loop adapter")
+
+    def drained(self):
+        self._event(("drain",))
+
+    def set_reading(self, bint reading):
+        pass
+
+    def closing_started(self):
+        pass
+
+    cdef int _event(self, tuple event) except -1:
+        if self.events is None:
+            self.events = []
+        self.events.append(event)
+        return 0
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, data):
+        """Parse ``data`` (bytes-like); deliver every complete message, then flush."""
+        self._feed(data)
+
+    def data_received(self, data):
+        self._feed(data)
+
+    cdef int _feed_buffer(self, object data) except -1:
+        cdef Py_buffer view
+        cdef Py_ssize_t used = 0
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._parse(<const uint8_t *>view.buf, view.len, &used)
+            if self.delivery_paused and used < view.len and not self.input_closed:
+                self._hold(bytes((<const char *>view.buf)[used:view.len]))
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef int _hold(self, bytes rest) except -1:
+        if self.held is None:
+            self.held = []
+        self.held.append(rest)
+        self.held_size += PyBytes_GET_SIZE(rest)
+        if self.held_size > self.inbound_limit:
+            self._pause_reading(PAUSE_INBOUND)
+        return 0
+
+    cdef int _feed(self, object data) except -1:
+        cdef Py_ssize_t used = 0
+        cdef Py_ssize_t n
+        self.last_seen = _clock
+        if self.input_closed:
+            return 0
+        if self.delivery_paused:
+            self._hold(bytes(data))
+            return 0
+        self.in_feed = True
+        try:
+            if PyBytes_CheckExact(data):
+                n = PyBytes_GET_SIZE(data)
+                self._parse(<const uint8_t *>PyBytes_AS_STRING(data), n, &used)
+                if self.delivery_paused and used < n and not self.input_closed:
+                    self._hold(data[used:])
+            else:
+                self._feed_buffer(data)
+        finally:
+            self.in_feed = False
+        if self.out_len:
+            self.flush()
+        return 0
+
+    def resume_delivery(self):
+        """Continue after an async handler finished: parse what was held meanwhile."""
+        cdef bytes chunk
+        cdef Py_ssize_t used
+        if not self.delivery_paused:
+            return
+        self.delivery_paused = False
+        self.in_feed = True
+        try:
+            while self.held and not self.delivery_paused and not self.input_closed:
+                chunk = self.held.pop(0)
+                self.held_size -= PyBytes_GET_SIZE(chunk)
+                used = 0
+                self._parse(<const uint8_t *>PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk),
+                            &used)
+                if self.delivery_paused and used < PyBytes_GET_SIZE(chunk):
+                    self.held.insert(0, chunk[used:])
+                    self.held_size += PyBytes_GET_SIZE(chunk) - used
+        finally:
+            self.in_feed = False
+        if self.input_closed and self.held:
+            self.held = None
+            self.held_size = 0
+        if self.held_size <= self.inbound_limit // 2:
+            self._resume_reading(PAUSE_INBOUND)
+        if self.out_len:
+            self.flush()
+
+    cdef int _fail(self, int code, str reason) except -1:
+        """Fail the connection (RFC 6455 section 7.1.7): send a close frame, read no more."""
+        self.input_closed = True
+        self._msg_reset()
+        if self.held is not None:
+            self.held = None
+            self.held_size = 0
+        if self.ready_state == _OPEN:
+            self._start_close(code, reason)
+        self.protocol_failed(code, reason)
+        return 0
+
+    cdef int _parse(self, const uint8_t *data, Py_ssize_t n, Py_ssize_t *used) except -1:
+        cdef Py_ssize_t pos = 0, take, plen, hlen, avail
+        cdef uint8_t b0, b1
+        cdef object message
+        cdef char small[SMALL_TEXT]
+        cdef char *dst
+        while pos < n:
+            if self.input_closed or self.delivery_paused:
+                break
+            if self.in_payload:
+                take = n - pos
+                if <uint64_t>take > self.frame_left:
+                    take = <Py_ssize_t>self.frame_left
+                self._payload_chunk(data + pos, take)
+                pos += take
+                self.frame_left -= take
+                if self.frame_left == 0:
+                    self.in_payload = False
+                    self._frame_complete()
+                continue
+
+            # Fast path: a whole unfragmented text/binary frame with a short header, all in
+            # this read, and no message in progress.  It becomes a str/bytes with one copy.
+            avail = n - pos
+            if self.hdr_have == 0 and self.msg_opcode == 0 and avail >= 2:
+                b0 = data[pos]
+                b1 = data[pos + 1]
+                if (b0 == 0x81 or b0 == 0x82) and ((b1 & 0x80) != 0) != self.client:
+                    plen = b1 & 0x7F
+                    hlen = 2
+                    if plen == 126 and avail >= 4:
+                        plen = (<Py_ssize_t>data[pos + 2] << 8) | data[pos + 3]
+                        hlen = 4
+                        if plen < 126:
+                            plen = -1          # not minimal: the general path fails it
+                    elif plen >= 126:
+                        plen = -1
+                    if not self.client:
+                        hlen += 4
+                    if 0 <= plen <= self.max_payload_length and avail >= hlen + plen:
+                        if b0 == 0x82:
+                            message = PyBytes_FromStringAndSize(NULL, plen)
+                            dst = PyBytes_AS_STRING(message)
+                            if self.client:
+                                memcpy(dst, data + pos + hlen, plen)
+                            else:
+                                harpia_mask(<unsigned char *>dst, data + pos + hlen, plen,
+                                            data + pos + hlen - 4, 0)
+                        else:
+                            if self.client:
+                                dst = <char *>(data + pos + hlen)
+                            else:
+                                if plen <= SMALL_TEXT:
+                                    dst = small
+                                else:
+                                    self._msg_reserve(plen)
+                                    dst = self.msg_buf
+                                harpia_mask(<unsigned char *>dst, data + pos + hlen, plen,
+                                            data + pos + hlen - 4, 0)
+                            try:
+                                message = PyUnicode_DecodeUTF8(dst, plen, NULL)
+                            except UnicodeDecodeError:
+                                pos += hlen + plen
+                                self._fail(1007, "invalid UTF-8 in a text message")
+                                break
+                            finally:
+                                if dst == self.msg_buf and self.msg_cap > KEEP_BUFFER:
+                                    self._msg_reset()
+                        pos += hlen + plen
+                        self._deliver(message)
+                        continue
+
+            # General path: collect the header byte by byte state, then validate it.
+            if self.hdr_have < 2:
+                take = 2 - self.hdr_have
+                if take > n - pos:
+                    take = n - pos
+                memcpy(&self.hdr[self.hdr_have], data + pos, take)
+                self.hdr_have += take
+                pos += take
+                if self.hdr_have < 2:
+                    break
+                if self._first_two_bytes() < 0:
+                    break
+            take = self.hdr_need - self.hdr_have
+            if take > n - pos:
+                take = n - pos
+            if take:
+                memcpy(&self.hdr[self.hdr_have], data + pos, take)
+                self.hdr_have += take
+                pos += take
+            if self.hdr_have == self.hdr_need:
+                self._header_complete()
+        used[0] = pos
+        return 0
+
+    cdef int _first_two_bytes(self) except -2:
+        """Validate what the first two header bytes say; -1 if the connection failed."""
+        cdef uint8_t b0 = self.hdr[0], b1 = self.hdr[1]
+        cdef int opcode = b0 & 0x0F
+        cdef uint8_t rsv = b0 & 0x70
+        cdef int len7 = b1 & 0x7F
+        cdef bint masked = (b1 & 0x80) != 0
+        if (3 <= opcode <= 7) or opcode >= 11:
+            self._fail(1002, f"reserved opcode {opcode}")
+            return -1
+        if rsv & ~self.rsv_allowed:
+            self._fail(1002, "reserved bits set without a negotiated extension")
+            return -1
+        if rsv and (opcode == OP_CONT or opcode >= OP_CLOSE):
+            # RSV1 (permessage-deflate) marks the first frame of a message only.
+            self._fail(1002, "RSV1 set on a continuation or control frame")
+            return -1
+        if opcode >= OP_CLOSE:
+            if not (b0 & 0x80):
+                self._fail(1002, "fragmented control frame")
+                return -1
+            if len7 > 125:
+                self._fail(1002, "control frame payload over 125 bytes")
+                return -1
+        elif opcode == OP_CONT:
+            if self.msg_opcode == 0:
+                self._fail(1002, "continuation frame without a message to continue")
+                return -1
+        elif self.msg_opcode != 0:
+            self._fail(1002, "new data frame before the fragmented message ended")
+            return -1
+        if masked == self.client:
+            self._fail(1002, "server frames must not be masked" if self.client
+                       else "client frames must be masked")
+            return -1
+        self.hdr_need = 2 + (2 if len7 == 126 else 8 if len7 == 127 else 0) + (4 if masked else 0)
+        return 0
+
+    cdef int _header_complete(self) except -1:
+        cdef uint8_t b0 = self.hdr[0], b1 = self.hdr[1]
+        cdef int opcode = b0 & 0x0F
+        cdef uint64_t length = b1 & 0x7F
+        cdef int pos = 2, i
+        if length == 126:
+            length = (<uint64_t>self.hdr[2] << 8) | self.hdr[3]
+            pos = 4
+            if length < 126:
+                self._fail(1002, "payload length not minimally encoded")
+                return 0
+        elif length == 127:
+            length = 0
+            for i in range(8):
+                length = (length << 8) | self.hdr[2 + i]
+            pos = 10
+            if length >> 63:
+                self._fail(1002, "64-bit payload length with the top bit set")
+                return 0
+            if length < 65536:
+                self._fail(1002, "payload length not minimally encoded")
+                return 0
+        if b1 & 0x80:
+            memcpy(self.frame_key, &self.hdr[pos], 4)
+        self.frame_masked = (b1 & 0x80) != 0
+        self.hdr_have = 0
+        self.frame_opcode = opcode
+        self.frame_fin = (b0 & 0x80) != 0
+        self.frame_rsv = b0 & 0x70
+        self.frame_left = length
+        self.frame_done = 0
+        if opcode < OP_CLOSE:
+            # The limit is decided here, from the header, before any payload is buffered.
+            if length > <uint64_t>self.max_payload_length or \
+                    length + <uint64_t>self.msg_len > <uint64_t>self.max_payload_length:
+                self._fail(1009, f"message over the {self.max_payload_length}-byte limit")
+                return 0
+            if opcode != OP_CONT:
+                self.msg_opcode = opcode
+                self.msg_compressed = (self.frame_rsv & RSV1) != 0
+                self.utf8_state = 0
+        else:
+            self.ctl_len = 0
+        if length == 0:
+            self._frame_complete()
+        else:
+            self.in_payload = True
+        return 0
+
+    cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
+        cdef uint8_t *dst
+        if self.frame_opcode >= OP_CLOSE:
+            dst = &self.ctl_buf[self.ctl_len]
+            self.ctl_len += <int>n
+        else:
+            self._msg_reserve(n)
+            dst = <uint8_t *>self.msg_buf + self.msg_len
+            self.msg_len += n
+        if self.frame_masked:
+            harpia_mask(dst, src, n, self.frame_key, <size_t>(self.frame_done & 3))
+        else:
+            memcpy(dst, src, n)
+        self.frame_done += n
+        if self.msg_opcode == OP_TEXT and self.frame_opcode < OP_CLOSE and not self.msg_compressed:
+            # Fail fast: an invalid byte closes the connection the moment it arrives.
+            if harpia_utf8_feed(&self.utf8_state, dst, n) < 0:
+                self._fail(1007, "invalid UTF-8 in a text message")
+        return 0
+
+    cdef int _frame_complete(self) except -1:
+        cdef object message
+        if self.input_closed:
+            return 0
+        if self.frame_opcode >= OP_CLOSE:
+            return self._control_frame()
+        if not self.frame_fin:
+            return 0
+        if self.msg_opcode == OP_TEXT:
+            if not harpia_utf8_complete(self.utf8_state):
+                self._fail(1007, "text message ends inside a UTF-8 sequence")
+                return 0
+            message = PyUnicode_DecodeUTF8(self.msg_buf, self.msg_len, NULL)
+        else:
+            message = PyBytes_FromStringAndSize(self.msg_buf, self.msg_len)
+        self.msg_opcode = 0
+        self.msg_len = 0
+        if self.msg_cap > KEEP_BUFFER:
+            self._msg_reset()
+        self._deliver(message)
+        return 0
+
+    cdef int _control_frame(self) except -1:
+        cdef bytes payload = PyBytes_FromStringAndSize(<char *>self.ctl_buf, self.ctl_len)
+        cdef int code
+        cdef str reason
+        cdef uint32_t state = 0
+        if self.frame_opcode == OP_PING:
+            if self.ready_state == _OPEN:
+                self._send_frame(OP_PONG, self.ctl_buf, self.ctl_len, 0)
+            self.ping_received(payload)
+            return 0
+        if self.frame_opcode == OP_PONG:
+            self.pong_received(payload)
+            return 0
+        # Close.
+        if self.ctl_len == 1:
+            self._fail(1002, "close frame with a 1-byte payload")
+            return 0
+        if self.ctl_len == 0:
+            code = 1005
+            reason = ""
+        else:
+            code = (self.ctl_buf[0] << 8) | self.ctl_buf[1]
+            if not _close_code_ok(code):
+                self._fail(1002, f"invalid close code {code}")
+                return 0
+            if harpia_utf8_feed(&state, &self.ctl_buf[2], self.ctl_len - 2) < 0 or \
+                    not harpia_utf8_complete(state):
+                self._fail(1007, "close reason is not UTF-8")
+                return 0
+            reason = PyUnicode_DecodeUTF8(<char *>&self.ctl_buf[2], self.ctl_len - 2, NULL)
+        self.input_closed = True
+        self.close_code_received = code
+        self.close_reason_received = reason
+        self._msg_reset()
+        if self.ready_state == _OPEN:
+            # Echo the peer's code (RFC 6455 section 5.5.1); 1005 means "no code": send none.
+            self._start_close(0 if code == 1005 else code, "")
+        self.ready_state = _CLOSED
+        self.close_received(code, reason)
+        return 0
+
+    cdef int _deliver(self, object message) except -1:
+        cdef object result
+        if self.ready_state != _OPEN:
+            return 0             # we are closing: the peer's late messages are not delivered
+        if self.on_message is None:
+            self._event(("message", message))
+            return 0
+        try:
+            if self.message_arity == 2:
+                result = self.on_message(self, message)
+            elif self.message_arity == 1:
+                result = self.on_message(self)
+            else:
+                result = self.on_message()
+            if self.message_async and self.start_async(result):
+                self.delivery_paused = True
+        except Exception as exc:
+            self.handler_failed(exc)
+        return 0
+
+    cdef int _msg_reserve(self, Py_ssize_t extra) except -1:
+        # Grows by doubling, so memory follows the bytes that actually arrived, never the
+        # length a header merely announced.
+        cdef Py_ssize_t need = self.msg_len + extra
+        cdef Py_ssize_t cap
+        cdef char *buf
+        if need <= self.msg_cap:
+            return 0
+        cap = self.msg_cap * 2 if self.msg_cap else 256
+        if cap < need:
+            cap = need
+        buf = <char *>realloc(self.msg_buf, cap)
+        if buf == NULL:
+            raise MemoryError()
+        self.msg_buf = buf
+        self.msg_cap = cap
+        return 0
+
+    cdef void _msg_reset(self) noexcept:
+        free(self.msg_buf)
+        self.msg_buf = NULL
+        self.msg_cap = 0
+        self.msg_len = 0
+        self.msg_opcode = 0
+
+    # ------------------------------------------------------------------ output
+
+    cdef int _out_reserve(self, Py_ssize_t extra) except -1:
+        cdef Py_ssize_t need = self.out_len + extra
+        cdef Py_ssize_t cap
+        cdef char *buf
+        if need <= self.out_cap:
+            return 0
+        cap = self.out_cap * 2 if self.out_cap else 1024
+        if cap < need:
+            cap = need
+        buf = <char *>realloc(self.out_buf, cap)
+        if buf == NULL:
+            raise MemoryError()
+        self.out_buf = buf
+        self.out_cap = cap
+        return 0
+
+    cdef Py_ssize_t _append_frame(self, int opcode, const uint8_t *data, Py_ssize_t n,
+                                  uint8_t first_byte_bits) except -1:
+        """Serialize one frame into the output buffer; return its size on the wire."""
+        cdef uint8_t key[4]
+        cdef Py_ssize_t total = _header_size(n, self.client) + n
+        cdef Py_ssize_t hlen
+        cdef uint8_t *out
+        self._out_reserve(total)
+        out = <uint8_t *>self.out_buf + self.out_len
+        if self.client:
+            _random_key(key)
+            hlen = _write_header(out, first_byte_bits | opcode, n, key)
+            harpia_mask(out + hlen, data, n, key, 0)
+        else:
+            hlen = _write_header(out, first_byte_bits | opcode, n, NULL)
+            memcpy(out + hlen, data, n)
+        self.out_len += total
+        return total
+
+    cdef Py_ssize_t _send_frame(self, int opcode, const uint8_t *data, Py_ssize_t n,
+                                uint8_t rsv) except -2:
+        """Queue a frame under the backpressure contract: its size, -1 or 0."""
+        cdef Py_ssize_t total
+        if self.ready_state != _OPEN:
+            self.dropped += 1
+            return 0
+        if self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.dropped += 1
+            return 0
+        total = self._append_frame(opcode, data, n, 0x80 | rsv)
+        return self._account(total)
+
+    cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2:
+        """Queue a frame serialized elsewhere (a publish: built once, copied to each)."""
+        if self.ready_state != _OPEN:
+            self.dropped += 1
+            return 0
+        if self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.dropped += 1
+            return 0
+        self._out_reserve(n)
+        memcpy(self.out_buf + self.out_len, frame, n)
+        self.out_len += n
+        return self._account(n)
+
+    cdef Py_ssize_t _account(self, Py_ssize_t total) except -2:
+        if self.out_len >= CORK_FLUSH_AT and not self.writing_paused:
+            self.flush()
+        else:
+            self._mark_dirty()
+        if self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.awaiting_drain = True
+            self._pause_reading(PAUSE_OUTBOUND)
+            if self.close_on_backpressure_limit:
+                self._start_close(1013, "backpressure limit exceeded")
+            return -1
+        return total
+
+    cdef int _mark_dirty(self) except -1:
+        # Inside feed() the output is flushed when the read has been parsed; elsewhere the
+        # cork writes it at the end of this loop turn, once, however many frames it holds.
+        if not self.in_feed and not self.corked and self.cork is not None:
+            self.corked = True
+            self.cork.add(self)
+        return 0
+
+    cdef int flush(self) except -1:
+        cdef bytes data
+        if self.out_len == 0 or self.writing_paused or self.writer is None:
+            return 0
+        data = PyBytes_FromStringAndSize(self.out_buf, self.out_len)
+        self.out_len = 0
+        if self.out_cap > KEEP_BUFFER:
+            free(self.out_buf)
+            self.out_buf = NULL
+            self.out_cap = 0
+        self.writer(data)
+        if self.awaiting_drain:
+            self._check_drain()
+        return 0
+
+    cdef int _check_drain(self) except -1:
+        # Hysteresis: drain fires once the buffer is back to a quarter of the limit, not on
+        # every write that nibbles at it.
+        if self.awaiting_drain and \
+                self.out_len + self.transport_buffered <= self.backpressure_limit // 4:
+            self.awaiting_drain = False
+            self._resume_reading(PAUSE_OUTBOUND)
+            if self.ready_state == _OPEN:
+                self.drained()
+        return 0
+
+    cdef int _pause_reading(self, uint8_t reason) except -1:
+        cdef uint8_t before = self.read_pause_reasons
+        self.read_pause_reasons |= reason
+        if before == 0:
+            self.set_reading(False)
+        return 0
+
+    cdef int _resume_reading(self, uint8_t reason) except -1:
+        if self.read_pause_reasons & reason:
+            self.read_pause_reasons &= ~reason
+            if self.read_pause_reasons == 0:
+                self.set_reading(True)
+        return 0
+
+    cdef int _start_close(self, int code, str reason) except -1:
+        """Queue our close frame (code 0: none) and enter CLOSING."""
+        cdef uint8_t payload[125]
+        cdef Py_ssize_t n = 0, rlen = 0
+        cdef const char *r
+        if code:
+            payload[0] = <uint8_t>(code >> 8)
+            payload[1] = <uint8_t>code
+            n = 2
+            if reason:
+                r = PyUnicode_AsUTF8AndSize(reason, &rlen)
+                if rlen > 123:
+                    rlen = 123   # only reached for our own protocol-error texts
+                memcpy(&payload[2], r, rlen)
+                n += rlen
+        self.close_code_sent = code if code else 1005
+        self.ready_state = _CLOSING
+        # The close frame bypasses the backpressure limit: it is one small frame, once.
+        self._append_frame(OP_CLOSE, payload, n, 0x80)
+        self._mark_dirty()
+        self.closing_started()
+        return 0
+
+    # ------------------------------------------------------------------ public API
+
+    def bind_message_handler(self, handler, int arity=2, bint is_async=False):
+        """Deliver messages by calling ``handler`` directly: ``handler(engine, message)``
+        (or fewer leading arguments, per ``arity``); ``None`` records them as events."""
+        if not 0 <= arity <= 2:
+            raise ValueError("arity must be 0, 1 or 2")
+        self.on_message = handler
+        self.message_arity = arity
+        self.message_async = is_async
+
+    def enable_rsv1(self):
+        """Allow RSV1 on incoming data frames (permessage-deflate was negotiated)."""
+        self.rsv_allowed |= RSV1
+
+    def attach(self, writer, Cork cork=None):
+        """Hand output to ``writer(bytes)``, batched per loop turn by ``cork``."""
+        self.writer = writer
+        self.cork = cork
+
+    def detach(self):
+        """The transport is gone: drop queued output, write nothing more."""
+        self.writer = None
+        self.cork = None
+        self.out_len = 0
+        free(self.out_buf)
+        self.out_buf = NULL
+        self.out_cap = 0
+        self.held = None
+        self.held_size = 0
+        self._msg_reset()
+        self.input_closed = True
+        self.ready_state = _CLOSED
+
+    def send(self, message):
+        """Send ``str`` as a text message, bytes-like as binary.
+
+        Returns the bytes queued (> 0), ``-1`` if queued but the buffer went over
+        ``backpressure_limit`` (wait for drain), or ``0`` if dropped (closing, closed, or
+        already over the limit)."""
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef Py_buffer view
+        if PyUnicode_CheckExact(message):
+            p = PyUnicode_AsUTF8AndSize(message, &n)
+            return self._send_frame(OP_TEXT, <const uint8_t *>p, n, 0)
+        if PyBytes_CheckExact(message):
+            return self._send_frame(OP_BINARY, <const uint8_t *>PyBytes_AS_STRING(message),
+                                    PyBytes_GET_SIZE(message), 0)
+        if isinstance(message, str):
+            p = PyUnicode_AsUTF8AndSize(message, &n)
+            return self._send_frame(OP_TEXT, <const uint8_t *>p, n, 0)
+        try:
+            PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+        except TypeError:
+            raise TypeError(
+                f"send() takes str or a bytes-like object, not {type(message).__name__}"
+            ) from None
+        try:
+            return self._send_frame(OP_BINARY, <const uint8_t *>view.buf, view.len, 0)
+        finally:
+            PyBuffer_Release(&view)
+
+    def send_text(self, str message):
+        cdef Py_ssize_t n
+        cdef const char *p = PyUnicode_AsUTF8AndSize(message, &n)
+        return self._send_frame(OP_TEXT, <const uint8_t *>p, n, 0)
+
+    def send_binary(self, const uint8_t[::1] message):
+        if message.shape[0] == 0:
+            return self._send_frame(OP_BINARY, NULL, 0, 0)
+        return self._send_frame(OP_BINARY, &message[0], message.shape[0], 0)
+
+    def send_frame(self, int opcode, const uint8_t[::1] payload, *, bint fin=True,
+                   bint rsv1=False):
+        """Queue one raw frame (fragments, control frames); for tests and extensions."""
+        cdef const uint8_t *p = &payload[0] if payload.shape[0] else NULL
+        if self.ready_state != _OPEN:
+            self.dropped += 1
+            return 0
+        self._append_frame(opcode, p, payload.shape[0],
+                           (0x80 if fin else 0) | (RSV1 if rsv1 else 0))
+        self._mark_dirty()
+        return payload.shape[0]
+
+    def ping(self, data=b""):
+        """Send a ping (payload up to 125 bytes); returns as ``send``."""
+        cdef bytes payload = data.encode() if isinstance(data, str) else bytes(data)
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        return self._send_frame(OP_PING, <const uint8_t *>PyBytes_AS_STRING(payload),
+                                len(payload), 0)
+
+    def pong(self, data=b""):
+        """Send an unsolicited pong (payload up to 125 bytes)."""
+        cdef bytes payload = data.encode() if isinstance(data, str) else bytes(data)
+        if len(payload) > 125:
+            raise ValueError("a pong payload is at most 125 bytes")
+        return self._send_frame(OP_PONG, <const uint8_t *>PyBytes_AS_STRING(payload),
+                                len(payload), 0)
+
+    def close(self, int code=1000, str reason=""):
+        """Start the closing handshake; a no-op once closing has started."""
+        if not _close_code_ok(code):
+            raise ValueError(f"close code {code} may not be sent (use 1000-1003, 1007-1014 "
+                             f"or 3000-4999)")
+        cdef Py_ssize_t rlen
+        PyUnicode_AsUTF8AndSize(reason, &rlen)
+        if rlen > 123:
+            raise ValueError(f"a close reason is at most 123 bytes of UTF-8, got {rlen}")
+        if self.ready_state != _OPEN:
+            return
+        self._start_close(code, reason)
+        if self.in_feed:
+            return
+        self.flush()
+
+    def data_to_send(self):
+        """Take the bytes queued for the peer (sans-I/O use, when no writer is attached)."""
+        cdef bytes data = PyBytes_FromStringAndSize(self.out_buf, self.out_len)
+        self.out_len = 0
+        if self.awaiting_drain:
+            self._check_drain()
+        return data
+
+    def events_received(self):
+        """Take the events recorded since the last call (sans-I/O use)."""
+        cdef list events = self.events
+        self.events = None
+        return events if events is not None else []
+
+    def flush_output(self):
+        """Write what is queued now instead of at the end of the loop turn."""
+        self.corked = False
+        self.flush()
+
+    def pause_output(self, Py_ssize_t transport_buffered):
+        """The transport's buffer is full: keep frames here until ``resume_output``."""
+        self.writing_paused = True
+        self.transport_buffered = transport_buffered
+
+    def resume_output(self, Py_ssize_t transport_buffered):
+        """The transport drained to ``transport_buffered`` bytes: write what is held."""
+        self.writing_paused = False
+        self.transport_buffered = transport_buffered
+        self.flush()
+        self._check_drain()
+
+    @property
+    def buffered_amount(self):
+        """Bytes queued and not yet accepted by the kernel (as far as the engine knows)."""
+        return self.out_len + self.transport_buffered
+
+    @property
+    def reading_paused(self):
+        return self.read_pause_reasons != 0
+
+    @property
+    def is_input_closed(self):
+        return self.input_closed
+
+    @property
+    def held_bytes(self):
+        return self.held_size
+
+
+cdef class Cork:
+    """The connections with output queued during this loop turn, written at its end.
+
+    One per event loop.  ``call_soon`` is the loop's; the cork schedules itself once per
+    turn, however many connections and frames it collects.
+    """
+
+    def __init__(self, call_soon):
+        self.dirty = []
+        self.scheduled = False
+        self.call_soon = call_soon
+        self._run_cb = self.run
+
+    cdef int add(self, FrameEngine engine) except -1:
+        self.dirty.append(engine)
+        if not self.scheduled:
+            self.scheduled = True
+            self.call_soon(self._run_cb)
+        return 0
+
+    def run(self):
+        cdef list dirty = self.dirty
+        cdef FrameEngine engine
+        self.dirty = []
+        self.scheduled = False
+        for engine in dirty:
+            engine.corked = False
+            try:
+                engine.flush()
+            except Exception as exc:      # one broken transport must not starve the rest
+                engine.handler_failed(exc)
+
+
+def serialize_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask=None):
+    """One frame as bytes (for tests and tools): unmasked unless ``mask`` (4 bytes) is given."""
+    cdef bytes data = payload.encode() if isinstance(payload, str) else bytes(payload)
+    cdef Py_ssize_t n = len(data)
+    cdef bytes key = None if mask is None else bytes(mask)
+    if key is not None and len(key) != 4:
+        raise ValueError("mask must be 4 bytes")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _header_size(n, key is not None) + n)
+    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t hlen = _write_header(
+        p, (0x80 if fin else 0) | (RSV1 if rsv1 else 0) | (opcode & 0x0F), n,
+        NULL if key is None else <const uint8_t *>PyBytes_AS_STRING(key))
+    if key is None:
+        memcpy(p + hlen, PyBytes_AS_STRING(data), n)
+    else:
+        harpia_mask(p + hlen, <const uint8_t *>PyBytes_AS_STRING(data), n,
+                    <const uint8_t *>PyBytes_AS_STRING(key), 0)
+    return out
+
+
+def apply_mask(data, mask, Py_ssize_t phase=0):
+    """XOR ``data`` with the 4-byte ``mask``, starting ``phase`` bytes into it; a new bytes."""
+    cdef bytes key = bytes(mask)
+    if len(key) != 4:
+        raise ValueError("mask must be 4 bytes")
+    cdef Py_buffer view
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        out = PyBytes_FromStringAndSize(NULL, view.len)
+        harpia_mask(<uint8_t *>PyBytes_AS_STRING(out), <const uint8_t *>view.buf, view.len,
+                    <const uint8_t *>PyBytes_AS_STRING(key), phase & 3)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+def unmask_inplace(buffer, mask, Py_ssize_t phase=0):
+    """XOR a writable buffer with the 4-byte ``mask`` in place."""
+    cdef bytes key = bytes(mask)
+    if len(key) != 4:
+        raise ValueError("mask must be 4 bytes")
+    cdef uint8_t[::1] view = buffer
+    if view.shape[0]:
+        harpia_mask(&view[0], &view[0], view.shape[0],
+                    <const uint8_t *>PyBytes_AS_STRING(key), phase & 3)
+
+
+def utf8_valid(data):
+    """True if ``data`` is complete, valid UTF-8 (the validator text frames go through)."""
+    cdef uint32_t state = 0
+    cdef const uint8_t[::1] view = data
+    if view.shape[0] == 0:
+        return True
+    return harpia_utf8_feed(&state, &view[0], view.shape[0]) == 0 and \
+        harpia_utf8_complete(state) != 0
+
+
+def publish(tuple subscribers, message, FrameEngine exclude=None):
+    """Send ``message`` to every engine in ``subscribers`` but ``exclude``.
+
+    The frame is serialized once and the same bytes are copied into each subscriber's
+    output buffer, written at the end of the loop turn.  ``subscribers`` is a snapshot
+    (a tuple), so a subscriber that closes on the way cannot disturb the iteration.
+    Returns how many subscribers took it (their ``send`` would have returned > 0 or -1).
+    """
+    cdef const char *p
+    cdef Py_ssize_t n, hlen
+    cdef int opcode
+    cdef bytes encoded
+    if isinstance(message, str):
+        p = PyUnicode_AsUTF8AndSize(message, &n)
+        opcode = OP_TEXT
+    else:
+        encoded = message if PyBytes_CheckExact(message) else bytes(message)
+        p = PyBytes_AS_STRING(encoded)
+        n = PyBytes_GET_SIZE(encoded)
+        opcode = OP_BINARY
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, _header_size(n, False) + n)
+    cdef char *f = PyBytes_AS_STRING(frame)
+    hlen = _write_header(<uint8_t *>f, 0x80 | opcode, n, NULL)
+    memcpy(f + hlen, p, n)
+    return publish_serialized(subscribers, frame, exclude)
+
+
+def publish_serialized(tuple subscribers, bytes frame, FrameEngine exclude=None):
+    """Copy an already serialized server frame to every subscriber but ``exclude``."""
+    cdef Py_ssize_t i, taken = 0, n = PyBytes_GET_SIZE(frame)
+    cdef const char *f = PyBytes_AS_STRING(frame)
+    cdef FrameEngine engine
+    for i in range(len(subscribers)):
+        engine = <FrameEngine>subscribers[i]
+        if engine is exclude:
+            continue
+        if engine._queue_serialized(f, n) != 0:
+            taken += 1
+    return taken
