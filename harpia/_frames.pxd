@@ -16,6 +16,7 @@ cdef class FrameEngine:
     cdef readonly int close_code_sent
     cdef readonly int close_code_received
     cdef readonly object close_reason_received
+    cdef readonly object close_reason_sent
     cdef readonly Py_ssize_t dropped
     cdef public uint32_t last_seen
 

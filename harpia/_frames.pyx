@@ -148,6 +148,7 @@ cdef class FrameEngine:
         self.events = None
         self.held = None
         self.close_reason_received = ""
+        self.close_reason_sent = ""
 
     def __init__(self, *, bint client=False, Py_ssize_t max_payload_length=16 * 1024 * 1024,
                  Py_ssize_t backpressure_limit=1024 * 1024,
@@ -258,6 +259,11 @@ cdef class FrameEngine:
         if self.out_len:
             self.flush()
         return 0
+
+    def pause_delivery(self):
+        """Hold incoming messages (bytes are kept, bounded by ``inbound_limit``) until
+        ``resume_delivery()``; used while an async ``open`` handler runs."""
+        self.delivery_paused = True
 
     def resume_delivery(self):
         """Continue after an async handler finished: parse what was held meanwhile."""
@@ -750,6 +756,7 @@ cdef class FrameEngine:
                 memcpy(&payload[2], r, rlen)
                 n += rlen
         self.close_code_sent = code if code else 1005
+        self.close_reason_sent = reason
         self.ready_state = _CLOSING
         # The close frame bypasses the backpressure limit: it is one small frame, once.
         self._append_frame(OP_CLOSE, payload, n, 0x80)

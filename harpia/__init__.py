@@ -1,0 +1,62 @@
+"""harpia: a fast WebSocket server for Python, with a small API in the style of Bun.
+
+    from harpia import harpia
+
+    app = harpia()
+    app.ws("/chat", {"message": lambda ws, message: ws.send(message)})
+    app.listen(port=3000)
+"""
+from __future__ import annotations
+
+try:
+    from . import _frames
+except ImportError as exc:  # pragma: no cover - exercised by hand
+    raise ImportError(
+        "harpia's compiled frame engine (harpia._frames) is missing. Install harpia with "
+        "'pip install .' (needs a C compiler and Cython), or build it in place with "
+        "'python setup.py build_ext --inplace'."
+    ) from exc
+
+from ._frames import CLOSED, CLOSING, CONNECTING, OPEN
+from .app import App, harpia
+from .connection import ServerWebSocket
+from .errors import (
+    BackplaneError,
+    ConfigurationError,
+    ConnectionClosed,
+    HandshakeError,
+    HarpiaError,
+    InvalidUTF8,
+    PayloadTooBig,
+    ProtocolError,
+    Reject,
+)
+from .handshake import Headers, Request
+from .options import RouteOptions
+from .server import Listener, Response
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "harpia",
+    "App",
+    "ServerWebSocket",
+    "Request",
+    "Response",
+    "Headers",
+    "Listener",
+    "RouteOptions",
+    "Reject",
+    "HarpiaError",
+    "ProtocolError",
+    "PayloadTooBig",
+    "InvalidUTF8",
+    "HandshakeError",
+    "ConnectionClosed",
+    "ConfigurationError",
+    "BackplaneError",
+    "CONNECTING",
+    "OPEN",
+    "CLOSING",
+    "CLOSED",
+]

@@ -1,0 +1,208 @@
+"""The application object: routes, handlers, topics, and the ways to serve it."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .connection import ServerWebSocket
+from .errors import ConfigurationError
+from .handlers import RouteHandlers, bind_handlers
+from .options import RouteOptions, route_options
+from .routing import Router
+from .server import Listener
+from .topics import ConnectionSet, TopicRegistry
+
+__all__ = ["App", "WebSocketRoute", "HttpRoute", "WebSocketNamespace", "harpia"]
+
+logger = logging.getLogger("harpia")
+
+
+class WebSocketRoute:
+    """A WebSocket path with its bound handlers and options."""
+
+    __slots__ = ("pattern", "handlers", "options")
+    kind = "ws"
+
+    def __init__(self, pattern: str, handlers: RouteHandlers, options: RouteOptions) -> None:
+        self.pattern = pattern
+        self.handlers = handlers
+        self.options = options
+
+
+class HttpRoute:
+    """A plain HTTP GET path (health checks, a page)."""
+
+    __slots__ = ("pattern", "handler", "arity", "content_type")
+    kind = "http"
+
+    def __init__(self, pattern: str, handler: Callable[..., Any], content_type: str | None) -> None:
+        self.pattern = pattern
+        self.handler = handler
+        try:
+            self.arity = min(1, len(inspect.signature(handler).parameters))
+        except (TypeError, ValueError):
+            self.arity = 1
+        self.content_type = content_type
+
+
+class WebSocketNamespace:
+    """``app.websocket``: the live connections of this process, and topic counts."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @property
+    def connections(self) -> ConnectionSet[ServerWebSocket[Any]]:
+        """Every open connection of this process (all routes, all listeners)."""
+        return self._app._connections
+
+    def subscriber_count(self, topic: str) -> int:
+        """Subscribers of ``topic`` in this process."""
+        return self._app._topics.subscriber_count(topic)
+
+    subscriberCount = subscriber_count  # noqa: N815 - Bun's spelling
+
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
+        return self._app.publish(topic, message)
+
+
+class App:
+    """A harpia application: ``app = harpia()``, then ``app.ws(...)``, then ``app.listen()``."""
+
+    def __init__(
+        self,
+        *,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        for name, value in (("handshake_timeout", handshake_timeout), ("close_timeout", close_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        #: Seconds a client gets to send its request head (slowloris bound); 10 s as websockets.
+        self.handshake_timeout = float(handshake_timeout)
+        #: Seconds to wait for the peer's close frame after ours before dropping TCP.
+        self.close_timeout = float(close_timeout)
+        self._router: Router[WebSocketRoute | HttpRoute] = Router()
+        self._connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
+        self._topics = TopicRegistry()
+        self._listeners: list[Listener] = []
+        self.websocket = WebSocketNamespace(self)
+
+    # ------------------------------------------------------------------ routes
+
+    def ws(self, path: str, handlers: object, **options: Any) -> None:
+        """Serve WebSocket connections on ``path`` (``/room/:roomId`` patterns allowed).
+
+        ``handlers`` is a mapping or an object with any of ``open``, ``message``, ``close``,
+        ``error``, ``drain``, ``ping``, ``pong``; ``options`` are ``RouteOptions`` fields.
+        """
+        bound = bind_handlers(handlers)
+        self._router.add(path, WebSocketRoute(path, bound, route_options(options)))
+
+    def get(self, path: str, handler: Callable[..., Any], *, content_type: str | None = None) -> None:
+        """Answer plain HTTP GET (and HEAD) on ``path``.  ``handler(request)`` returns
+        ``str``, ``bytes``, a ``dict``/``list`` (JSON) or a ``harpia.Response``."""
+        if not callable(handler):
+            raise ConfigurationError(f"the handler of GET {path!r} must be callable")
+        self._router.add(path, HttpRoute(path, handler, content_type))
+
+    def _ws_routes(self) -> list[WebSocketRoute]:
+        routes = list(self._router._static.values()) + [r for _, r in self._router._patterns]
+        return [r for r in routes if isinstance(r, WebSocketRoute)]
+
+    # ------------------------------------------------------------------ pub/sub
+
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
+        """Send ``message`` to every subscriber of ``topic``; returns how many took it."""
+        return self._publish(topic, message, None)
+
+    def _publish(self, topic: str, message: str | bytes | bytearray | memoryview,
+                 exclude: ServerWebSocket[Any] | None) -> int:
+        return self._topics.publish(topic, message, exclude)
+
+    def publish_threadsafe(self, topic: str, message: str | bytes) -> None:
+        """``publish`` from another thread: runs on the loop of each listener."""
+        for listener in list(self._listeners):
+            listener.loop.call_soon_threadsafe(self.publish, topic, message)
+
+    # ------------------------------------------------------------------ serving
+
+    def serve(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: Mapping[str, Any] | ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> Listener:
+        """A listener for a running loop: ``async with app.serve(port=0) as server``."""
+        return Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port)
+
+    def listen(
+        self,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 3000,
+        tls: Mapping[str, Any] | ssl.SSLContext | None = None,
+        workers: int = 1,
+    ) -> None:
+        """Serve until SIGINT/SIGTERM, then shut down gracefully (1001 to every client).
+
+        ``app.listen({"port": 3000, "tls": {...}})`` is accepted too, as in the seed.
+        """
+        if options is not None:
+            unknown = set(options) - {"host", "port", "tls", "workers", "hostname"}
+            if unknown:
+                raise ConfigurationError(f"unknown listen option(s): {', '.join(sorted(unknown))}")
+            host = options.get("host", options.get("hostname", host))
+            port = options.get("port", port)
+            tls = options.get("tls", tls)
+            workers = options.get("workers", workers)
+        if workers != 1:
+            from .workers import run_workers
+            run_workers(self, host=host, port=port, tls=tls, workers=workers)
+            return
+        run(self._serve_until_signal(host, port, tls, reuse_port=False))
+
+    async def _serve_until_signal(self, host: str, port: int,
+                                  tls: Mapping[str, Any] | ssl.SSLContext | None,
+                                  reuse_port: bool) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        listener = await Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port).start()
+        logger.info("harpia listening on %s", listener.url)
+        print(f"harpia listening on {listener.url}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            logger.info("shutting down: closing %d connection(s)", len(listener._live))
+            await listener.stop()
+
+
+def run(main: Any) -> None:
+    """Run a coroutine on uvloop when it is installed (it is a dependency), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def harpia(**settings: Any) -> App:
+    """Create an app: ``app = harpia()``."""
+    return App(**settings)

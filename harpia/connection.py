@@ -1,0 +1,366 @@
+"""``ServerWebSocket``: the frame engine bound to an asyncio transport and a route.
+
+This is the protocol adapter.  The class *is* a ``FrameEngine`` (Cython), so the
+transport calls the engine's ``data_received`` directly and the engine calls the route's
+message handler directly: no Python frame sits between a read and the user's code.  What
+lives here are the rare events — ping, close, errors, drain, flow control — and the
+user-facing API around the engine.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import parse_qsl
+
+from ._frames import OPEN, FrameEngine
+from .handshake import Headers, RequestHead
+
+if TYPE_CHECKING:
+    from .app import App, WebSocketRoute
+    from .server import Listener
+
+__all__ = ["ServerWebSocket", "AttributeBag"]
+
+logger = logging.getLogger("harpia")
+
+T = TypeVar("T")
+
+_EAGER = sys.version_info >= (3, 12)
+
+
+class AttributeBag:
+    """The default ``ws.data``: a plain object that takes any attribute, holding ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"AttributeBag({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class ServerWebSocket(FrameEngine, Generic[T]):
+    """One client connection, as handlers see it (``ws``)."""
+
+    __slots__ = (
+        "app", "route", "listener", "transport", "head", "params", "remote_address",
+        "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
+        "_close_timer", "_close_notified", "_ping_outstanding",
+    )
+
+    def __init__(
+        self,
+        app: App,
+        route: WebSocketRoute,
+        listener: Listener,
+        transport: asyncio.Transport,
+        head: RequestHead,
+        params: dict[str, str],
+        remote_address: tuple[str, int] | None,
+        subprotocol: str | None,
+        secure: bool,
+    ) -> None:
+        options = route.options
+        super().__init__(
+            max_payload_length=options.max_payload_length,
+            backpressure_limit=options.backpressure_limit,
+            close_on_backpressure_limit=options.close_on_backpressure_limit,
+            inbound_limit=options.max_inbound_backlog,
+        )
+        self.app = app
+        self.route = route
+        self.listener = listener
+        self.transport = transport
+        self.head = head
+        self.params = params
+        self.remote_address = remote_address
+        self.subprotocol = subprotocol
+        self.extensions: str | None = None
+        self.secure = secure
+        self._data: Any = None
+        self._topics: set[str] | None = None
+        self._initiated_close = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._close_notified = False
+        self._ping_outstanding = False
+        message = route.handlers.message
+        if message is not None:
+            self.bind_message_handler(message.fn, message.arity, message.is_async)
+
+    # ------------------------------------------------------------------ user API
+
+    @property
+    def data(self) -> T:
+        """What the route's ``upgrade`` hook returned, else ``data()``, else a bag with ``url``."""
+        if self._data is None:
+            self._data = AttributeBag(self.url)
+        return self._data  # type: ignore[no-any-return]
+
+    @data.setter
+    def data(self, value: T) -> None:
+        self._data = value
+
+    @property
+    def readyState(self) -> int:  # noqa: N802 - the browser's and Bun's spelling
+        """0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""
+        return self.ready_state
+
+    @property
+    def path(self) -> str:
+        return self.head.path
+
+    @property
+    def url(self) -> str:
+        """The absolute URL the client asked for: ``ws://host/path?query`` (``wss://`` on TLS)."""
+        scheme = "wss" if self.secure else "ws"
+        host = self.head.headers.get("host", "")
+        query = f"?{self.head.raw_query}" if self.head.raw_query else ""
+        return f"{scheme}://{host}{self.head.path}{query}"
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters, name -> first value."""
+        result: dict[str, str] = {}
+        for name, value in parse_qsl(self.head.raw_query, keep_blank_values=True):
+            result.setdefault(name, value)
+        return result
+
+    @property
+    def headers(self) -> Headers:
+        """The upgrade request's headers (case-insensitive)."""
+        return self.head.headers
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for this client and not yet taken by the kernel."""
+        transport = self.transport
+        pending = super().buffered_amount - self.transport_buffered
+        if transport is None or transport.is_closing():
+            return int(pending)
+        return int(pending + transport.get_write_buffer_size())
+
+    def terminate(self) -> None:
+        """Drop the connection at once, without a closing handshake (close code 1006)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def subscribe(self, topic: str) -> bool:
+        """Receive what is published to ``topic``; False if already subscribed."""
+        if self.ready_state != OPEN:
+            return False
+        if self._topics is None:
+            self._topics = set()
+        self._topics.add(topic)
+        return self.app._topics.subscribe(topic, self)
+
+    def unsubscribe(self, topic: str) -> bool:
+        if self._topics is None or topic not in self._topics:
+            return False
+        self._topics.discard(topic)
+        return self.app._topics.unsubscribe(topic, self)
+
+    def is_subscribed(self, topic: str) -> bool:
+        return self._topics is not None and topic in self._topics
+
+    isSubscribed = is_subscribed  # noqa: N815 - Bun's spelling
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return sorted(self._topics) if self._topics else []
+
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
+        """Send ``message`` to every subscriber of ``topic`` (not to this connection unless
+        the route has ``publish_to_self=True``); returns how many local subscribers took it."""
+        exclude = None if self.route.options.publish_to_self else self
+        return self.app._publish(topic, message, exclude)
+
+    def cork(self) -> None:
+        """Nothing to do: every send is already batched per event-loop turn."""
+
+    def __repr__(self) -> str:
+        state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.ready_state]
+        return f"<ServerWebSocket {self.head.path} {state} {self.remote_address}>"
+
+    # ------------------------------------------------------------------ engine hooks
+
+    def ping_received(self, payload: bytes) -> None:
+        handler = self.route.handlers.ping
+        if handler is not None:
+            self._call(handler, self, payload)
+
+    def pong_received(self, payload: bytes) -> None:
+        self._ping_outstanding = False
+        handler = self.route.handlers.pong
+        if handler is not None:
+            self._call(handler, self, payload)
+
+    def close_received(self, code: int, reason: str) -> None:
+        # The close handshake is complete (our echo is queued): as the server, close TCP.
+        self._close_transport()
+
+    def protocol_failed(self, code: int, reason: str) -> None:
+        self.listener.note_protocol_error(self, code, reason)
+        self._close_transport()
+
+    def closing_started(self) -> None:
+        self.app._connections.discard(self)
+        self.listener.connections.discard(self)
+        if self.close_code_received == 0:
+            # We spoke first: wait a bounded time for the peer's close frame.
+            self._initiated_close = True
+            loop = self.listener.loop
+            self._close_timer = loop.call_later(
+                self.listener.close_timeout, self._close_timed_out)
+
+    def handler_failed(self, exc: BaseException) -> None:
+        handler = self.route.handlers.error
+        if handler is not None:
+            try:
+                result = handler(self, exc)
+                if handler.is_async:
+                    self._spawn(result)
+                return
+            except Exception as second:
+                exc = second
+        logger.error("unhandled error in a handler of %s; closing with 1011",
+                     self.route.pattern, exc_info=exc)
+        if self.ready_state == OPEN:
+            self.close(1011, "internal error")
+
+    def start_async(self, awaitable: Awaitable[Any]) -> bool:
+        task = self._spawn(awaitable, resume=True)
+        return task is not None and not task.done()
+
+    def drained(self) -> None:
+        handler = self.route.handlers.drain
+        if handler is not None:
+            self._call(handler, self)
+
+    def set_reading(self, reading: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if reading:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    # ------------------------------------------------------------------ asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
+        # The listener hands over an established transport with set_protocol().
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.pause_output(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        self.resume_output(self.transport.get_write_buffer_size())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        was_open = self.ready_state == OPEN
+        self.detach()
+        if was_open:
+            self.app._connections.discard(self)
+            self.listener.connections.discard(self)
+        if self._topics:
+            topics = self.app._topics
+            for topic in self._topics:
+                topics.unsubscribe(topic, self)
+            self._topics = None
+        self.listener.connection_ended(self)
+        self._notify_close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _opened(self) -> None:
+        """Called by the listener once the 101 is written."""
+        self.app._connections.add(self)
+        self.listener.connections.add(self)
+        handler = self.route.handlers.open
+        if handler is None:
+            return
+        try:
+            result = handler(self)
+            if handler.is_async:
+                # Messages wait until an async open handler has finished.
+                self.pause_delivery()
+                task = self._spawn(result, resume=True)
+                if task is None or task.done():
+                    self.resume_delivery()
+        except Exception as exc:
+            self.handler_failed(exc)
+
+    def _notify_close(self) -> None:
+        if self._close_notified:
+            return
+        self._close_notified = True
+        if self._initiated_close:
+            code, reason = self.close_code_sent, self.close_reason_sent
+        elif self.close_code_received:
+            code, reason = self.close_code_received, self.close_reason_received
+        else:
+            code, reason = 1006, ""
+        handler = self.route.handlers.close
+        if handler is not None:
+            self._call(handler, self, code, reason)
+
+    def _call(self, handler: Any, *args: Any) -> None:
+        try:
+            result = handler(*args)
+            if handler.is_async:
+                self._spawn(result)
+        except Exception as exc:
+            self.handler_failed(exc)
+
+    def _spawn(self, awaitable: Awaitable[Any], resume: bool = False) -> asyncio.Task[Any] | None:
+        loop = self.listener.loop
+        if _EAGER:
+            task = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg, arg-type]
+        else:
+            task = loop.create_task(awaitable)  # type: ignore[arg-type]
+        if task.done():
+            self._async_done(task, False)
+            return task
+        task.add_done_callback(self._resume_after if resume else self._report_after)
+        return task
+
+    def _resume_after(self, task: asyncio.Task[Any]) -> None:
+        self._async_done(task, True)
+
+    def _report_after(self, task: asyncio.Task[Any]) -> None:
+        self._async_done(task, False)
+
+    def _async_done(self, task: asyncio.Task[Any], resume: bool) -> None:
+        if task.cancelled():
+            exc: BaseException | None = None
+        else:
+            exc = task.exception()
+        if exc is not None and isinstance(exc, Exception):
+            self.handler_failed(exc)
+        if resume:
+            self.resume_delivery()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.flush_output()
+            transport.close()
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def start_closing_for_shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        if self.ready_state == OPEN:
+            self.close(code, reason)
+

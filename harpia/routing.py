@@ -1,0 +1,79 @@
+"""Path patterns with ``:params`` (``/room/:roomId``), compiled once at registration."""
+from __future__ import annotations
+
+import re
+from typing import Generic, TypeVar
+
+from .errors import ConfigurationError
+
+__all__ = ["PathPattern", "Router"]
+
+R = TypeVar("R")
+
+_PARAM = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class PathPattern:
+    """``/room/:roomId`` matches ``/room/42`` with ``{"roomId": "42"}``; ``*`` at the end
+    matches any rest of the path.  A parameter matches one non-empty path segment."""
+
+    __slots__ = ("pattern", "names", "_regex", "_static")
+
+    def __init__(self, pattern: str) -> None:
+        if not pattern.startswith("/"):
+            raise ConfigurationError(f"route path must start with '/': {pattern!r}")
+        self.pattern = pattern
+        self.names: tuple[str, ...] = tuple(_PARAM.findall(pattern))
+        if len(set(self.names)) != len(self.names):
+            raise ConfigurationError(f"route {pattern!r} repeats a parameter name")
+        static = not self.names and not pattern.endswith("*")
+        self._static = pattern if static else None
+        regex = ""
+        rest = pattern
+        if rest.endswith("*"):
+            rest = rest[:-1]
+        pos = 0
+        for match in _PARAM.finditer(rest):
+            regex += re.escape(rest[pos:match.start()]) + f"(?P<{match.group(1)}>[^/]+)"
+            pos = match.end()
+        regex += re.escape(rest[pos:])
+        if pattern.endswith("*"):
+            regex += ".*"
+        self._regex = re.compile(regex + r"\Z")
+
+    def match(self, path: str) -> dict[str, str] | None:
+        if self._static is not None:
+            return {} if path == self._static else None
+        found = self._regex.match(path)
+        return None if found is None else found.groupdict()
+
+
+class Router(Generic[R]):
+    """Routes in registration order; static paths are found with one dict lookup."""
+
+    __slots__ = ("_static", "_patterns")
+
+    def __init__(self) -> None:
+        self._static: dict[str, R] = {}
+        self._patterns: list[tuple[PathPattern, R]] = []
+
+    def add(self, pattern: str, route: R) -> None:
+        compiled = PathPattern(pattern)
+        if compiled.pattern in self._static or any(
+            p.pattern == pattern for p, _ in self._patterns
+        ):
+            raise ConfigurationError(f"route {pattern!r} is already registered")
+        if compiled.names or pattern.endswith("*"):
+            self._patterns.append((compiled, route))
+        else:
+            self._static[pattern] = route
+
+    def match(self, path: str) -> tuple[R, dict[str, str]] | None:
+        route = self._static.get(path)
+        if route is not None:
+            return route, {}
+        for pattern, candidate in self._patterns:
+            params = pattern.match(path)
+            if params is not None:
+                return candidate, params
+        return None

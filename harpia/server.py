@@ -1,0 +1,426 @@
+"""Listening sockets: the HTTP upgrade stage, then the hand-over to ``ServerWebSocket``.
+
+A ``Listener`` is one socket serving one app (an app may have several: plain and TLS).
+Each accepted connection starts as an ``HttpProtocol``, which reads the request head
+under size and time limits, answers plain HTTP routes, and for a WebSocket route writes
+the 101 and swaps itself for the connection's ``ServerWebSocket`` on the same transport.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _frames
+from .connection import ServerWebSocket
+from .errors import ConfigurationError, HandshakeError
+from .handshake import (
+    HttpRequestParser,
+    Request,
+    RequestHead,
+    check_origin,
+    check_websocket_request,
+    error_response,
+    is_websocket_upgrade,
+    response_101,
+    response_http,
+    select_subprotocol,
+)
+from .topics import ConnectionSet
+
+if TYPE_CHECKING:
+    from .app import App, HttpRoute, WebSocketRoute
+
+__all__ = ["Listener", "HttpProtocol", "Response", "make_ssl_context"]
+
+logger = logging.getLogger("harpia")
+
+#: The engine's coarse clock ticks this many times a second (idle timeouts use it).
+CLOCK_HZ = 16
+
+
+class Response:
+    """A plain HTTP answer from an ``app.get`` handler."""
+
+    __slots__ = ("body", "status", "headers", "content_type")
+
+    def __init__(
+        self,
+        body: str | bytes = b"",
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = dict(headers or {})
+        self.content_type = content_type
+
+
+def make_ssl_context(tls: Mapping[str, Any] | ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """``{"key": path, "cert": path}`` (optionally ``"passphrase"``, ``"ca"``) or a context."""
+    if tls is None or isinstance(tls, ssl.SSLContext):
+        return tls
+    if not isinstance(tls, Mapping):
+        raise ConfigurationError("tls must be a mapping with 'key' and 'cert', or an ssl.SSLContext")
+    unknown = set(tls) - {"key", "cert", "passphrase", "ca"}
+    if unknown:
+        raise ConfigurationError(f"unknown tls option(s): {', '.join(sorted(unknown))}")
+    if "cert" not in tls or "key" not in tls:
+        raise ConfigurationError("tls needs both 'cert' and 'key' (paths to PEM files)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls["cert"]), str(tls["key"]), tls.get("passphrase"))
+    if tls.get("ca"):
+        context.load_verify_locations(str(tls["ca"]))
+    return context
+
+
+class Listener:
+    """One listening socket of an app; ``async with app.serve(port=0) as server``."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: Mapping[str, Any] | ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.requested_port = port
+        self.ssl_context = make_ssl_context(tls)
+        self.secure = self.ssl_context is not None
+        self.reuse_port = reuse_port
+        self.backlog = backlog
+        self.connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
+        self.close_timeout = app.close_timeout
+        self.handshake_timeout = app.handshake_timeout
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.cork: _frames.Cork | None = None
+        self._server: asyncio.Server | None = None
+        self._live: set[ServerWebSocket[Any]] = set()
+        self._handshaking: set[HttpProtocol] = set()
+        self._all_gone: asyncio.Event | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_every = 1.0
+        self._errors_logged_at = 0.0
+        self._errors_suppressed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Listener:
+        self.loop = asyncio.get_running_loop()
+        self.cork = _frames.Cork(self.loop.call_soon)
+        self._server = await self.loop.create_server(
+            lambda: HttpProtocol(self),
+            self.host,
+            self.requested_port,
+            ssl=self.ssl_context,
+            reuse_port=self.reuse_port or None,
+            backlog=self.backlog,
+        )
+        timeouts = [r.options.idle_timeout for r in self.app._ws_routes() if r.options.idle_timeout]
+        if timeouts:
+            self._sweep_every = max(0.05, min(1.0, min(timeouts) / 8))
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+        self.app._listeners.append(self)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with ``port=0``)."""
+        assert self._server is not None, "the listener is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.secure else "ws"
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"{scheme}://{host}:{self.port}"
+
+    async def stop(self, *, code: int = 1001, timeout: float | None = None) -> None:
+        """Stop accepting, close every connection with ``code``, wait (bounded), abort the rest."""
+        if self._server is None:
+            return
+        wait = self.close_timeout if timeout is None else timeout
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for protocol in list(self._handshaking):
+            protocol.abort()
+        for ws in list(self._live):
+            ws.start_closing_for_shutdown(code)
+        if self._live:
+            self._all_gone = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_gone.wait(), wait)
+            except asyncio.TimeoutError:
+                for ws in list(self._live):
+                    ws.terminate()
+                await asyncio.sleep(0)
+        self._server = None
+        if self in self.app._listeners:
+            self.app._listeners.remove(self)
+
+    async def __aenter__(self) -> Listener:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self.__aenter__().__await__()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def connection_opened(self, ws: ServerWebSocket[Any]) -> None:
+        self._live.add(ws)
+
+    def connection_ended(self, ws: ServerWebSocket[Any]) -> None:
+        self._live.discard(ws)
+        if not self._live and self._all_gone is not None:
+            self._all_gone.set()
+
+    def note_protocol_error(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        # Hostile clients can fail thousands of connections a second: log once per 10 s.
+        now = time.monotonic()
+        if now - self._errors_logged_at < 10.0:
+            self._errors_suppressed += 1
+            return
+        more = f" ({self._errors_suppressed} more since the last report)" if self._errors_suppressed else ""
+        logger.warning("closing %s from %s with %d: %s%s",
+                       ws.path, ws.remote_address, code, reason, more)
+        self._errors_logged_at = now
+        self._errors_suppressed = 0
+
+    def _sweep(self) -> None:
+        """Idle timeouts for every connection, with one timer per listener (not per socket)."""
+        now = int(self.loop.time() * CLOCK_HZ)
+        _frames.set_clock(now & 0xFFFFFFFF)
+        for ws in self.connections.snapshot():
+            options = ws.route.options
+            timeout = options.idle_timeout
+            if not timeout:
+                continue
+            idle = ((now - ws.last_seen) & 0xFFFFFFFF) / CLOCK_HZ
+            if idle >= timeout:
+                ws.close(1001, "idle timeout")
+            elif options.send_pings and idle >= timeout / 2 and not ws._ping_outstanding:
+                ws._ping_outstanding = True
+                ws.ping()
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """A connection before its upgrade: reads one request head, answers or upgrades."""
+
+    __slots__ = ("listener", "transport", "parser", "timer", "busy", "early")
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = HttpRequestParser()
+        self.timer: asyncio.TimerHandle | None = None
+        self.busy = False
+        self.early: list[bytes] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        listener = self.listener
+        listener._handshaking.add(self)
+        if listener._server is None:
+            transport.abort()
+            return
+        self.timer = listener.loop.call_later(listener.handshake_timeout, self._timed_out)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        self.listener._handshaking.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def abort(self) -> None:
+        self._done()
+        self.transport.abort()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        # A slowloris (a byte a second) never finishes its head: answer 408 and hang up.
+        self._respond(response_http(408, "handshake timed out\n"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy:
+            # Frames sent right behind the request, while an async upgrade hook runs.
+            if self.early is None:
+                self.early = []
+            self.early.append(data)
+            return
+        try:
+            head = self.parser.feed(data)
+        except HandshakeError as exc:
+            self._respond(error_response(exc))
+            return
+        if head is None:
+            return
+        self.busy = True
+        self.transport.pause_reading()
+        try:
+            self._dispatch(head)
+        except HandshakeError as exc:
+            self._respond(error_response(exc))
+        except Exception:
+            logger.exception("error while answering %s %s", head.method, head.path)
+            self._respond(response_http(500, "internal server error\n"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _respond(self, response: bytes) -> None:
+        self._done()
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(response)
+            transport.close()
+
+    # ------------------------------------------------------------------ routing
+
+    def _dispatch(self, head: RequestHead) -> None:
+        app = self.listener.app
+        found = app._router.match(head.path)
+        if found is None:
+            self._respond(response_http(404, "not found\n", head_only=head.method == "HEAD"))
+            return
+        route, params = found
+        if route.kind == "http":
+            self._http(route, head, params)  # type: ignore[arg-type]
+            return
+        ws_route: WebSocketRoute = route  # type: ignore[assignment]
+        if not is_websocket_upgrade(head):
+            self._respond(response_http(
+                426, "this path speaks WebSocket: send an Upgrade request\n",
+                headers=(("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")),
+            ))
+            return
+        key = check_websocket_request(head)
+        options = ws_route.options
+        check_origin(head, options.origins)
+        subprotocol = select_subprotocol(head, options.subprotocols)
+        hook = options.upgrade
+        if hook is None:
+            self._accept(ws_route, head, params, key, subprotocol, None)
+            return
+        request = Request(head, params=params, remote_address=self._peer(), secure=self.listener.secure)
+        result = hook(request)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(
+                lambda t: self._after_hook(t, ws_route, head, params, key, subprotocol))
+            return
+        self._accept(ws_route, head, params, key, subprotocol, result)
+
+    def _after_hook(self, task: asyncio.Future[Any], route: WebSocketRoute, head: RequestHead,
+                    params: dict[str, str], key: str, subprotocol: str | None) -> None:
+        if self.transport.is_closing():
+            return
+        try:
+            data = task.result()
+            self._accept(route, head, params, key, subprotocol, data)
+        except HandshakeError as exc:
+            self._respond(error_response(exc))
+        except Exception:
+            logger.exception("error in the upgrade hook of %s", route.pattern)
+            self._respond(response_http(500, "internal server error\n"))
+
+    def _peer(self) -> tuple[str, int] | None:
+        peer = self.transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return (str(peer[0]), int(peer[1]))
+        return None
+
+    def _accept(self, route: WebSocketRoute, head: RequestHead, params: dict[str, str],
+                key: str, subprotocol: str | None, data: Any) -> None:
+        listener = self.listener
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if data is None and route.options.data is not None:
+            data = route.options.data()
+        ws: ServerWebSocket[Any] = ServerWebSocket(
+            listener.app, route, listener, transport, head, params, self._peer(),
+            subprotocol, listener.secure)
+        if data is not None:
+            ws._data = data
+        self._done()
+        transport.write(response_101(key, subprotocol=subprotocol))
+        transport.set_protocol(ws)
+        ws.attach(transport.write, listener.cork)
+        listener.connection_opened(ws)
+        ws._opened()
+        early = self.parser.trailing
+        if self.early:
+            early += b"".join(self.early)
+            self.early = None
+        if early:
+            ws.data_received(early)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def _http(self, route: HttpRoute, head: RequestHead, params: dict[str, str]) -> None:
+        if head.method not in ("GET", "HEAD"):
+            self._respond(response_http(405, "method not allowed\n", headers={"Allow": "GET, HEAD"}))
+            return
+        request = Request(head, params=params, remote_address=self._peer(), secure=self.listener.secure)
+        result = route.handler(request) if route.arity else route.handler()
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(lambda t: self._http_done(t, route, head))
+            return
+        self._http_answer(route, head, result)
+
+    def _http_done(self, task: asyncio.Future[Any], route: HttpRoute, head: RequestHead) -> None:
+        try:
+            result = task.result()
+        except Exception:
+            logger.exception("error in the handler of GET %s", route.pattern)
+            self._respond(response_http(500, "internal server error\n"))
+            return
+        self._http_answer(route, head, result)
+
+    def _http_answer(self, route: HttpRoute, head: RequestHead, result: Any) -> None:
+        head_only = head.method == "HEAD"
+        if isinstance(result, Response):
+            content_type = result.content_type or route.content_type or _content_type(result.body)
+            self._respond(response_http(result.status, result.body, headers=result.headers,
+                                        content_type=content_type, head_only=head_only))
+            return
+        if isinstance(result, (dict, list)):
+            body: str | bytes = json.dumps(result)
+            content_type = route.content_type or "application/json"
+        elif isinstance(result, (str, bytes)):
+            body = result
+            content_type = route.content_type or _content_type(result)
+        elif result is None:
+            body, content_type = b"", route.content_type or "text/plain; charset=utf-8"
+        else:
+            raise TypeError(
+                f"GET {route.pattern} returned {type(result).__name__}; return str, bytes, "
+                f"dict, list or harpia.Response")
+        self._respond(response_http(200, body, content_type=content_type, head_only=head_only))
+
+
+def _content_type(body: str | bytes) -> str:
+    return "text/plain; charset=utf-8" if isinstance(body, str) else "application/octet-stream"
