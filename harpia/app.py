@@ -183,8 +183,10 @@ class App:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         listener = await Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port).start()
-        logger.info("harpia listening on %s", listener.url)
-        print(f"harpia listening on {listener.url}", flush=True)
+        if logger.hasHandlers():
+            logger.info("harpia listening on %s", listener.url)
+        else:  # nobody configured logging: still say where we are, once
+            print(f"harpia listening on {listener.url}", flush=True)
         try:
             await stop.wait()
         finally:

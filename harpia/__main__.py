@@ -1,0 +1,53 @@
+"""``python -m harpia module:app``: serve an app from the command line (uvicorn-style)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from .app import App
+
+
+def load_app(spec: str) -> App:
+    """Import ``package.module:attribute``; the attribute is an App or a factory of one."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name:
+        raise SystemExit(f"harpia: expected MODULE:APP, got {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"harpia: cannot import {module_name!r}: {exc}") from exc
+    target = getattr(module, attribute or "app", None)
+    if target is None:
+        raise SystemExit(f"harpia: {module_name!r} has no attribute {attribute or 'app'!r}")
+    if not isinstance(target, App) and callable(target):
+        target = target()
+    if not isinstance(target, App):
+        raise SystemExit(f"harpia: {spec!r} is not a harpia app (got {type(target).__name__})")
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="harpia", description="Serve a harpia app.")
+    parser.add_argument("app", help="MODULE:APP, e.g. examples.chat:make_app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--tls-cert", help="PEM certificate chain (enables wss://)")
+    parser.add_argument("--tls-key", help="PEM private key")
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = {"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None
+    app = load_app(args.app)
+    app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()
