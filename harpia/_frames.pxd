@@ -1,4 +1,5 @@
 # The C surface of the frame engine, for other Cython modules.  Users see _frames.pyi.
+from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 
@@ -37,7 +38,7 @@ cdef class FrameEngine:
     # --- the message being reassembled (data frames), and the control frame ---
     cdef int msg_opcode
     cdef bint msg_compressed
-    cdef char *msg_buf
+    cdef PyObject *msg_obj
     cdef Py_ssize_t msg_len
     cdef Py_ssize_t msg_cap
     cdef uint32_t utf8_state
@@ -60,6 +61,7 @@ cdef class FrameEngine:
     cdef bint in_feed
     cdef bint corked
     cdef object writer
+    cdef object writelines
     cdef Cork cork
 
     # --- the user's message handler, bound once ---
@@ -88,8 +90,11 @@ cdef class FrameEngine:
     cdef Py_ssize_t _send_frame(self, int opcode, const uint8_t *data, Py_ssize_t n,
                                 uint8_t rsv) except -2
     cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2
+    cdef bint _can_write_direct(self) noexcept
     cdef Py_ssize_t _account(self, Py_ssize_t total) except -2
     cdef int _start_close(self, int code, str reason) except -1
+    cdef Py_ssize_t _send_direct(self, int opcode, object payload, const uint8_t *data,
+                                 Py_ssize_t n) except -2
     cdef int _mark_dirty(self) except -1
     cdef int flush(self) except -1
     cdef int _check_drain(self) except -1

@@ -15,6 +15,7 @@ Read top to bottom: constants, the parser (``_parse`` -> ``_header_complete`` ->
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -28,6 +29,14 @@ cdef extern from "_mask.h" nogil:
 cdef extern from "_utf8.h" nogil:
     int harpia_utf8_feed(uint32_t *state, const unsigned char *s, size_t n)
     int harpia_utf8_complete(uint32_t state)
+
+cdef extern from "Python.h":
+    # The message being reassembled is a bytes object we own alone and grow in place, so a
+    # binary message is handed to the handler without a final copy.
+    char *_bytes_data "PyBytes_AS_STRING" (PyObject *o)
+    PyObject *_bytes_new "PyBytes_FromStringAndSize" (const char *s, Py_ssize_t n)
+    int _bytes_resize "_PyBytes_Resize" (PyObject **o, Py_ssize_t n)
+    void _xdecref "Py_XDECREF" (PyObject *o)
 
 cdef extern from "sys/random.h" nogil:
     ssize_t getrandom(void *buf, size_t buflen, unsigned int flags)
@@ -57,6 +66,7 @@ DEF RSV1 = 0x40
 # are freed after use, so a connection that once moved a large message holds nothing
 # while idle.
 DEF CORK_FLUSH_AT = 65536
+DEF DIRECT_WRITE_AT = 65536
 DEF KEEP_BUFFER = 4096
 DEF SMALL_TEXT = 512
 
@@ -143,7 +153,7 @@ cdef class FrameEngine:
     """
 
     def __cinit__(self):
-        self.msg_buf = NULL
+        self.msg_obj = NULL
         self.out_buf = NULL
         self.events = None
         self.held = None
@@ -165,7 +175,7 @@ cdef class FrameEngine:
         self.last_seen = _clock
 
     def __dealloc__(self):
-        free(self.msg_buf)
+        _xdecref(self.msg_obj)
         free(self.out_buf)
 
     # ------------------------------------------------------------------ hooks
@@ -360,8 +370,9 @@ cdef class FrameEngine:
                                 if plen <= SMALL_TEXT:
                                     dst = small
                                 else:
-                                    self._msg_reserve(plen)
-                                    dst = self.msg_buf
+                                    dst = <char *>malloc(plen)
+                                    if dst == NULL:
+                                        raise MemoryError()
                                 harpia_mask(<unsigned char *>dst, data + pos + hlen, plen,
                                             data + pos + hlen - 4, 0)
                             try:
@@ -371,8 +382,8 @@ cdef class FrameEngine:
                                 self._fail(1007, "invalid UTF-8 in a text message")
                                 break
                             finally:
-                                if dst == self.msg_buf and self.msg_cap > KEEP_BUFFER:
-                                    self._msg_reset()
+                                if dst != small and not self.client:
+                                    free(dst)
                         pos += hlen + plen
                         self._deliver(message)
                         continue
@@ -495,7 +506,7 @@ cdef class FrameEngine:
             self.ctl_len += <int>n
         else:
             self._msg_reserve(n)
-            dst = <uint8_t *>self.msg_buf + self.msg_len
+            dst = <uint8_t *>_bytes_data(self.msg_obj) + self.msg_len
             self.msg_len += n
         if self.frame_masked:
             harpia_mask(dst, src, n, self.frame_key, <size_t>(self.frame_done & 3))
@@ -520,13 +531,17 @@ cdef class FrameEngine:
             if not harpia_utf8_complete(self.utf8_state):
                 self._fail(1007, "text message ends inside a UTF-8 sequence")
                 return 0
-            message = PyUnicode_DecodeUTF8(self.msg_buf, self.msg_len, NULL)
+            if self.msg_obj == NULL:
+                message = ""
+            else:
+                message = PyUnicode_DecodeUTF8(_bytes_data(self.msg_obj), self.msg_len, NULL)
+        elif self.msg_obj == NULL:
+            message = b""
         else:
-            message = PyBytes_FromStringAndSize(self.msg_buf, self.msg_len)
-        self.msg_opcode = 0
-        self.msg_len = 0
-        if self.msg_cap > KEEP_BUFFER:
-            self._msg_reset()
+            if self.msg_cap != self.msg_len:
+                _bytes_resize(&self.msg_obj, self.msg_len)
+            message = <object>self.msg_obj       # takes a reference; ours is dropped below
+        self._msg_reset()
         self._deliver(message)
         return 0
 
@@ -592,26 +607,31 @@ cdef class FrameEngine:
         return 0
 
     cdef int _msg_reserve(self, Py_ssize_t extra) except -1:
-        # Grows by doubling, so memory follows the bytes that actually arrived, never the
-        # length a header merely announced.
+        # Memory follows the bytes that actually arrived (at most twice that), never the
+        # length a header merely announced; when the message ends with this frame the
+        # buffer is sized to it exactly, so the final bytes object needs no copy.
         cdef Py_ssize_t need = self.msg_len + extra
-        cdef Py_ssize_t cap
-        cdef char *buf
+        cdef Py_ssize_t cap, end_of_frame
         if need <= self.msg_cap:
             return 0
         cap = self.msg_cap * 2 if self.msg_cap else 256
-        if cap < need:
-            cap = need
-        buf = <char *>realloc(self.msg_buf, cap)
-        if buf == NULL:
-            raise MemoryError()
-        self.msg_buf = buf
+        if cap < 2 * need:
+            cap = 2 * need
+        end_of_frame = self.msg_len + <Py_ssize_t>self.frame_left
+        if self.frame_fin and need <= end_of_frame < cap:
+            cap = end_of_frame
+        if self.msg_obj == NULL:
+            self.msg_obj = _bytes_new(NULL, cap)
+            if self.msg_obj == NULL:
+                raise MemoryError()
+        else:
+            _bytes_resize(&self.msg_obj, cap)
         self.msg_cap = cap
         return 0
 
     cdef void _msg_reset(self) noexcept:
-        free(self.msg_buf)
-        self.msg_buf = NULL
+        _xdecref(self.msg_obj)
+        self.msg_obj = NULL
         self.msg_cap = 0
         self.msg_len = 0
         self.msg_opcode = 0
@@ -666,6 +686,40 @@ cdef class FrameEngine:
         total = self._append_frame(opcode, data, n, 0x80 | rsv)
         return self._account(total)
 
+    cdef Py_ssize_t _send_direct(self, int opcode, object payload, const uint8_t *data,
+                                 Py_ssize_t n) except -2:
+        """A large server frame goes straight to the transport: what is queued plus the
+        header in one buffer, then the payload itself (a bytes object is not copied at all)."""
+        cdef Py_ssize_t total = _header_size(n, False) + n
+        cdef bytes head
+        cdef char *p
+        if self.ready_state != _OPEN or \
+                self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.dropped += 1
+            return 0
+        if payload is not None and self.writelines is not None:
+            head = PyBytes_FromStringAndSize(NULL, self.out_len + total - n)
+            p = PyBytes_AS_STRING(head)
+            memcpy(p, self.out_buf, self.out_len)
+            _write_header(<uint8_t *>p + self.out_len, 0x80 | opcode, n, NULL)
+            self.out_len = 0
+            self.writelines((head, payload))
+        else:
+            head = PyBytes_FromStringAndSize(NULL, self.out_len + total)
+            p = PyBytes_AS_STRING(head)
+            memcpy(p, self.out_buf, self.out_len)
+            _write_header(<uint8_t *>p + self.out_len, 0x80 | opcode, n, NULL)
+            memcpy(p + self.out_len + total - n, data, n)
+            self.out_len = 0
+            self.writer(head)
+        if self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.awaiting_drain = True
+            self._pause_reading(PAUSE_OUTBOUND)
+            if self.close_on_backpressure_limit:
+                self._start_close(1013, "backpressure limit exceeded")
+            return -1
+        return total
+
     cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2:
         """Queue a frame serialized elsewhere (a publish: built once, copied to each)."""
         if self.ready_state != _OPEN:
@@ -678,6 +732,9 @@ cdef class FrameEngine:
         memcpy(self.out_buf + self.out_len, frame, n)
         self.out_len += n
         return self._account(n)
+
+    cdef bint _can_write_direct(self) noexcept:
+        return not self.client and self.writer is not None and not self.writing_paused
 
     cdef Py_ssize_t _account(self, Py_ssize_t total) except -2:
         if self.out_len >= CORK_FLUSH_AT and not self.writing_paused:
@@ -779,14 +836,17 @@ cdef class FrameEngine:
         """Allow RSV1 on incoming data frames (permessage-deflate was negotiated)."""
         self.rsv_allowed |= RSV1
 
-    def attach(self, writer, Cork cork=None):
-        """Hand output to ``writer(bytes)``, batched per loop turn by ``cork``."""
+    def attach(self, writer, Cork cork=None, writelines=None):
+        """Hand output to ``writer(bytes)``, batched per loop turn by ``cork``;
+        ``writelines`` (optional) lets large payloads go out without a copy."""
         self.writer = writer
+        self.writelines = writelines
         self.cork = cork
 
     def detach(self):
         """The transport is gone: drop queued output, write nothing more."""
         self.writer = None
+        self.writelines = None
         self.cork = None
         self.out_len = 0
         free(self.out_buf)
@@ -809,10 +869,16 @@ cdef class FrameEngine:
         cdef Py_buffer view
         if PyUnicode_CheckExact(message):
             p = PyUnicode_AsUTF8AndSize(message, &n)
+            if n >= DIRECT_WRITE_AT and self._can_write_direct():
+                return self._send_direct(OP_TEXT, None, <const uint8_t *>p, n)
             return self._send_frame(OP_TEXT, <const uint8_t *>p, n, 0)
         if PyBytes_CheckExact(message):
+            n = PyBytes_GET_SIZE(message)
+            if n >= DIRECT_WRITE_AT and self._can_write_direct():
+                return self._send_direct(OP_BINARY, message,
+                                         <const uint8_t *>PyBytes_AS_STRING(message), n)
             return self._send_frame(OP_BINARY, <const uint8_t *>PyBytes_AS_STRING(message),
-                                    PyBytes_GET_SIZE(message), 0)
+                                    n, 0)
         if isinstance(message, str):
             p = PyUnicode_AsUTF8AndSize(message, &n)
             return self._send_frame(OP_TEXT, <const uint8_t *>p, n, 0)

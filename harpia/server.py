@@ -119,6 +119,7 @@ class Listener:
     async def start(self) -> Listener:
         self.loop = asyncio.get_running_loop()
         self.cork = _frames.Cork(self.loop.call_soon)
+        _frames.set_clock(_clock_now())
         self._server = await self.loop.create_server(
             lambda: HttpProtocol(self),
             self.host,
@@ -206,8 +207,8 @@ class Listener:
 
     def _sweep(self) -> None:
         """Idle timeouts for every connection, with one timer per listener (not per socket)."""
-        now = int(self.loop.time() * CLOCK_HZ)
-        _frames.set_clock(now & 0xFFFFFFFF)
+        now = _clock_now()
+        _frames.set_clock(now)
         for ws in self.connections.snapshot():
             options = ws.route.options
             timeout = options.idle_timeout
@@ -220,6 +221,11 @@ class Listener:
                 ws._ping_outstanding = True
                 ws.ping()
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+
+def _clock_now() -> int:
+    # One clock for every loop and thread of the process: time.monotonic, in 1/16 s.
+    return int(time.monotonic() * CLOCK_HZ) & 0xFFFFFFFF
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -367,7 +373,7 @@ class HttpProtocol(asyncio.Protocol):
         self._done()
         transport.write(response_101(key, subprotocol=subprotocol))
         transport.set_protocol(ws)
-        ws.attach(transport.write, listener.cork)
+        ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None))
         listener.connection_opened(ws)
         ws._opened()
         early = self.parser.trailing
