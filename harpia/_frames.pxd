@@ -62,6 +62,7 @@ cdef class FrameEngine:
     cdef bint corked
     cdef object writer
     cdef object writelines
+    cdef object buffer_size
     cdef Cork cork
 
     # --- the user's message handler, bound once ---

@@ -775,6 +775,8 @@ cdef class FrameEngine:
     cdef int _check_drain(self) except -1:
         # Hysteresis: drain fires once the buffer is back to a quarter of the limit, not on
         # every write that nibbles at it.
+        if self.awaiting_drain and self.buffer_size is not None and not self.writing_paused:
+            self.transport_buffered = self.buffer_size()
         if self.awaiting_drain and \
                 self.out_len + self.transport_buffered <= self.backpressure_limit // 4:
             self.awaiting_drain = False
@@ -836,17 +838,21 @@ cdef class FrameEngine:
         """Allow RSV1 on incoming data frames (permessage-deflate was negotiated)."""
         self.rsv_allowed |= RSV1
 
-    def attach(self, writer, Cork cork=None, writelines=None):
+    def attach(self, writer, Cork cork=None, writelines=None, buffer_size=None):
         """Hand output to ``writer(bytes)``, batched per loop turn by ``cork``;
-        ``writelines`` (optional) lets large payloads go out without a copy."""
+        ``writelines`` (optional) lets large payloads go out without a copy;
+        ``buffer_size()`` (optional) tells how much the transport still holds, so ``drain``
+        waits for the bytes to really leave."""
         self.writer = writer
         self.writelines = writelines
+        self.buffer_size = buffer_size
         self.cork = cork
 
     def detach(self):
         """The transport is gone: drop queued output, write nothing more."""
         self.writer = None
         self.writelines = None
+        self.buffer_size = None
         self.cork = None
         self.out_len = 0
         free(self.out_buf)

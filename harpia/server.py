@@ -106,6 +106,7 @@ class Listener:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.cork: _frames.Cork | None = None
         self._server: asyncio.Server | None = None
+        self.accepting = False
         self._live: set[ServerWebSocket[Any]] = set()
         self._handshaking: set[HttpProtocol] = set()
         self._all_gone: asyncio.Event | None = None
@@ -116,10 +117,30 @@ class Listener:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> Listener:
+    def _prepare(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.cork = _frames.Cork(self.loop.call_soon)
+        # Connections are stamped with the coarse clock: set it now, or those made
+        # before the first sweep look idle since whenever it was last set (or ever).
         _frames.set_clock(_clock_now())
+        self.accepting = True
+
+    async def start_in_process(self) -> Listener:
+        """Serve connections handed over with ``loop.connect_accepted_socket`` (the test
+        client), without a listening socket."""
+        self._prepare()
+        self._start_sweeper()
+        self.app._listeners.append(self)
+        return self
+
+    def _start_sweeper(self) -> None:
+        timeouts = [r.options.idle_timeout for r in self.app._ws_routes() if r.options.idle_timeout]
+        if timeouts:
+            self._sweep_every = max(0.05, min(1.0, min(timeouts) / 8))
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    async def start(self) -> Listener:
+        self._prepare()
         self._server = await self.loop.create_server(
             lambda: HttpProtocol(self),
             self.host,
@@ -128,10 +149,7 @@ class Listener:
             reuse_port=self.reuse_port or None,
             backlog=self.backlog,
         )
-        timeouts = [r.options.idle_timeout for r in self.app._ws_routes() if r.options.idle_timeout]
-        if timeouts:
-            self._sweep_every = max(0.05, min(1.0, min(timeouts) / 8))
-            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+        self._start_sweeper()
         self.app._listeners.append(self)
         return self
 
@@ -149,10 +167,12 @@ class Listener:
 
     async def stop(self, *, code: int = 1001, timeout: float | None = None) -> None:
         """Stop accepting, close every connection with ``code``, wait (bounded), abort the rest."""
-        if self._server is None:
+        if not self.accepting:
             return
+        self.accepting = False
         wait = self.close_timeout if timeout is None else timeout
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -173,7 +193,7 @@ class Listener:
             self.app._listeners.remove(self)
 
     async def __aenter__(self) -> Listener:
-        if self._server is None:
+        if not self.accepting:
             await self.start()
         return self
 
@@ -245,7 +265,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         listener = self.listener
         listener._handshaking.add(self)
-        if listener._server is None:
+        if not listener.accepting:
             transport.abort()
             return
         self.timer = listener.loop.call_later(listener.handshake_timeout, self._timed_out)
@@ -373,7 +393,12 @@ class HttpProtocol(asyncio.Protocol):
         self._done()
         transport.write(response_101(key, subprotocol=subprotocol))
         transport.set_protocol(ws)
-        ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None))
+        # The transport pauses us (pause_writing) once it holds a quarter of the limit, so
+        # what hides in its buffer stays small next to what the engine accounts for.
+        high = max(1024, min(64 * 1024, route.options.backpressure_limit // 4))
+        transport.set_write_buffer_limits(high=high, low=high // 4)
+        ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None),
+                  transport.get_write_buffer_size)
         listener.connection_opened(ws)
         ws._opened()
         early = self.parser.trailing
