@@ -1,0 +1,260 @@
+"""harpia's frame engine: RFC 6455 framing, sans-I/O (compiled with Cython).
+
+Bytes go in through ``FrameEngine.feed``; messages come out through the bound message
+handler (or ``events_received()``); frames to send collect in an output buffer written to
+the attached writer once per event-loop turn (or taken with ``data_to_send()``).
+"""
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Literal, overload
+
+from _typeshed import ReadableBuffer, WriteableBuffer
+from typing_extensions import Self, TypeAlias, disjoint_base
+
+from harpia._deflate import PerMessageDeflate
+
+CONNECTING: Final = 0
+"""``ready_state`` before the opening handshake completed (never set by the engine itself)."""
+OPEN: Final = 1
+"""``ready_state`` while messages flow both ways."""
+CLOSING: Final = 2
+"""``ready_state`` once a close frame has been sent and the peer's is awaited."""
+CLOSED: Final = 3
+"""``ready_state`` once the closing handshake is complete or the transport is gone."""
+
+_Message: TypeAlias = str | bytes
+_Event: TypeAlias = (
+    tuple[Literal["message"], _Message]
+    | tuple[Literal["ping"], bytes]
+    | tuple[Literal["pong"], bytes]
+    | tuple[Literal["close"], int, str]
+    | tuple[Literal["protocol_error"], int, str]
+    | tuple[Literal["handler_error"], BaseException]
+    | tuple[Literal["drain"]]
+)
+
+def set_clock(seconds: int) -> None:
+    """Set the coarse clock (whole seconds, 0 to 2**32 - 1) that ``last_seen`` is stamped with."""
+
+def is_valid_close_code(code: int) -> bool:
+    """True if ``code`` may be sent or received in a close frame (1000-1003, 1007-1014, 3000-4999)."""
+
+@disjoint_base
+class FrameEngine:
+    """One WebSocket connection's protocol state: parser, serializer, output buffer.
+
+    ``client=False`` is the server role (incoming frames must be masked, outgoing are not);
+    ``client=True`` the reverse.  Limits are checked when a frame header arrives, before any
+    payload is buffered.  Subclasses override the hook methods to receive events.
+    """
+
+    @property
+    def client(self) -> bool:
+        """True in the client role: incoming frames are unmasked, outgoing ones masked."""
+    @property
+    def max_payload_length(self) -> int:
+        """Largest message accepted, in bytes, summed over its fragments; more fails with 1009."""
+    @property
+    def backpressure_limit(self) -> int:
+        """Output bytes buffered past which ``send`` returns -1, then drops until drained."""
+    @property
+    def close_on_backpressure_limit(self) -> bool:
+        """Close with 1013 instead of dropping when ``backpressure_limit`` is exceeded."""
+    @property
+    def inbound_limit(self) -> int:
+        """Input bytes held behind a running async handler past which reading pauses."""
+    ready_state: int
+    """0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED (the module's constants)."""
+    @property
+    def close_code_sent(self) -> int:
+        """The code of the close frame we sent (1005 if it had none); 0 before closing."""
+    @property
+    def close_reason_sent(self) -> str:
+        """The reason in the close frame we sent; empty before closing and for an echo."""
+    @property
+    def close_code_received(self) -> int:
+        """The code of the peer's close frame (1005 if it had none); 0 before one arrived."""
+    @property
+    def close_reason_received(self) -> str:
+        """The reason in the peer's close frame; empty before one arrived."""
+    @property
+    def dropped(self) -> int:
+        """How many frames were not queued because of closing or backpressure."""
+    last_seen: int
+    """The ``set_clock`` time of the last ``feed``; the idle sweeper compares it."""
+    transport_buffered: int
+    """Bytes the transport still holds (reported by ``pause_output``/``resume_output``)."""
+    @property
+    def compression(self) -> PerMessageDeflate | None:
+        """The ``harpia._deflate.PerMessageDeflate`` state once ``enable_deflate`` ran, else None."""
+
+    def __init__(
+        self,
+        *,
+        client: bool = False,
+        max_payload_length: int = ...,
+        backpressure_limit: int = ...,
+        close_on_backpressure_limit: bool = False,
+        inbound_limit: int = ...,
+    ) -> None:
+        """Defaults: 16 MiB messages, 1 MiB of output backpressure, 64 KiB of held input."""
+
+    # Hooks: the defaults record events for events_received(); adapters override them.
+    def ping_received(self, payload: bytes) -> None:
+        """A ping arrived (the pong is already queued)."""
+    def pong_received(self, payload: bytes) -> None:
+        """A pong arrived."""
+    def close_received(self, code: int, reason: str) -> None:
+        """The peer's close frame arrived (the echo is already queued); input has ended."""
+    def protocol_failed(self, code: int, reason: str) -> None:
+        """The peer broke the protocol; a close frame with ``code`` is queued, input has ended."""
+    def handler_failed(self, exc: BaseException) -> None:
+        """The message handler (or a writer) raised ``exc``; the connection is untouched."""
+    def start_async(self, awaitable: Any) -> bool:
+        """Run an async handler's awaitable; True if still pending (delivery then pauses)."""
+    def drained(self) -> None:
+        """The output buffer fell back to a quarter of ``backpressure_limit``: send again."""
+    def set_reading(self, reading: bool) -> None:
+        """Pause (False) or resume (True) reading from the transport."""
+    def closing_started(self) -> None:
+        """A close frame was just queued (ours or the echo): start the close timeout."""
+
+    # Input.
+    def feed(self, data: ReadableBuffer) -> None:
+        """Parse ``data``; deliver every complete message; then write the output once."""
+    def data_received(self, data: ReadableBuffer) -> None:
+        """``feed``, under the name asyncio protocols use."""
+    def pause_delivery(self) -> None:
+        """Hold incoming messages (the bytes, bounded by ``inbound_limit``) until ``resume_delivery``."""
+    def resume_delivery(self) -> None:
+        """An async handler finished: parse the input held meanwhile."""
+
+    # Configuration.
+    @overload
+    def bind_message_handler(
+        self, handler: Callable[[Self, _Message], object], arity: Literal[2] = 2,
+        is_async: bool = False,
+    ) -> None:
+        """Deliver messages as ``handler(engine, message)``; ``None`` records them as events."""
+    @overload
+    def bind_message_handler(
+        self, handler: Callable[[Self], object], arity: Literal[1], is_async: bool = False
+    ) -> None: ...
+    @overload
+    def bind_message_handler(
+        self, handler: Callable[[], object], arity: Literal[0], is_async: bool = False
+    ) -> None: ...
+    @overload
+    def bind_message_handler(
+        self, handler: Callable[..., object] | None, arity: int = 2, is_async: bool = False
+    ) -> None: ...
+    def enable_rsv1(self) -> None:
+        """Allow RSV1 on the first frame of incoming messages (permessage-deflate negotiated)."""
+    def enable_deflate(
+        self,
+        *,
+        local_no_context_takeover: bool = True,
+        remote_no_context_takeover: bool = True,
+        local_max_window_bits: int = 15,
+        remote_max_window_bits: int = 15,
+        compression_level: int = 6,
+        memory_level: int = 8,
+        compress_threshold: int = 0,
+    ) -> None:
+        """Turn on permessage-deflate (RFC 7692) with the negotiated parameters (``local_*``: what we send)."""
+    def attach(
+        self,
+        writer: Callable[[bytes], object] | None,
+        cork: Cork | None = None,
+        writelines: Callable[[Iterable[bytes]], object] | None = None,
+        buffer_size: Callable[[], int] | None = None,
+    ) -> None:
+        """Hand output to ``writer``, batched per loop turn by ``cork``; ``writelines`` avoids
+        copies of large payloads, ``buffer_size()`` reports what the transport still holds."""
+    def detach(self) -> None:
+        """The transport is gone: drop queued output and input, write nothing more (CLOSED)."""
+
+    # Output.
+    def send(self, message: str | ReadableBuffer, compress: bool | None = None) -> int:
+        """Queue ``str`` as text, bytes-like as binary: frame size, -1 if now over the limit, 0 if dropped.
+
+        ``compress`` (permessage-deflate only): None compresses messages of at least
+        ``compress_threshold`` bytes, True always, False never.
+        """
+    def send_text(self, message: str) -> int:
+        """Queue a text message; returns as ``send``."""
+    def send_binary(self, message: ReadableBuffer) -> int:
+        """Queue a binary message; returns as ``send``."""
+    def send_frame(
+        self, opcode: int, payload: ReadableBuffer, *, fin: bool = True, rsv1: bool = False
+    ) -> int:
+        """Queue one raw frame (fragments, control frames) without checks; returns the payload size."""
+    def ping(self, data: str | ReadableBuffer = b"") -> int:
+        """Queue a ping (payload at most 125 bytes, else ValueError); returns as ``send``."""
+    def pong(self, data: str | ReadableBuffer = b"") -> int:
+        """Queue an unsolicited pong (payload at most 125 bytes); returns as ``send``."""
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (ValueError for a code that may not be sent or a reason over 123 bytes)."""
+    def data_to_send(self) -> bytes:
+        """Take the bytes queued for the peer (sans-I/O use, when no writer is attached)."""
+    def events_received(self) -> list[_Event]:
+        """Take the events recorded by the default hooks since the last call."""
+    def flush_output(self) -> None:
+        """Write what is queued now instead of at the end of the loop turn."""
+    def pause_output(self, transport_buffered: int) -> None:
+        """The transport's buffer is full: hold frames here until ``resume_output``."""
+    def resume_output(self, transport_buffered: int) -> None:
+        """The transport drained to ``transport_buffered`` bytes: write what is held."""
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued and not yet accepted by the kernel, as far as the engine knows."""
+    @property
+    def reading_paused(self) -> bool:
+        """True while reading is paused (output over the limit or input held)."""
+    @property
+    def is_input_closed(self) -> bool:
+        """True once nothing more will be parsed (close received, protocol error, detached)."""
+    @property
+    def held_bytes(self) -> int:
+        """Input bytes held while an async message handler runs."""
+
+@disjoint_base
+class Cork:
+    """The connections with output queued this loop turn, each written once at its end."""
+
+    def __init__(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
+        """One per event loop; ``call_soon`` is the loop's."""
+    def run(self) -> None:
+        """Write every connection queued since the last run (the scheduled callback)."""
+
+def serialize_frame(
+    opcode: int,
+    payload: str | ReadableBuffer,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    mask: ReadableBuffer | None = None,
+) -> bytes:
+    """One frame as bytes: unmasked, or masked with the 4-byte ``mask``."""
+
+def apply_mask(data: ReadableBuffer, mask: ReadableBuffer, phase: int = 0) -> bytes:
+    """``data`` XORed with the 4-byte ``mask``, starting ``phase`` bytes into it, as new bytes."""
+
+def unmask_inplace(buffer: WriteableBuffer, mask: ReadableBuffer, phase: int = 0) -> None:
+    """XOR a writable buffer with the 4-byte ``mask`` in place, starting ``phase`` bytes into it."""
+
+def utf8_valid(data: ReadableBuffer) -> bool:
+    """True if ``data`` is complete, valid UTF-8 (the check text messages go through)."""
+
+def publish(
+    subscribers: tuple[FrameEngine, ...],
+    message: str | ReadableBuffer,
+    exclude: FrameEngine | None = None,
+    compress: bool | None = None,
+) -> int:
+    """Serialize ``message`` once and queue it on every subscriber but ``exclude``; how many took it."""
+
+def publish_serialized(
+    subscribers: tuple[FrameEngine, ...], frame: bytes, exclude: FrameEngine | None = None
+) -> int:
+    """Queue an already serialized server frame on every subscriber but ``exclude``; how many took it."""
