@@ -19,6 +19,13 @@ extensions = [
         extra_compile_args=extra_compile_args,
         libraries=["z"],
     ),
+    Extension(
+        "harpia._deflate",
+        ["harpia/_deflate.pyx"],
+        include_dirs=["harpia"],
+        extra_compile_args=extra_compile_args,
+        libraries=["z"],
+    ),
 ]
 
 setup(

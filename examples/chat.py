@@ -1,6 +1,6 @@
 """A chat room: open http://localhost:3000 in two browser tabs and talk.
 
-Run: python examples/chat.py [--port 3000]
+Run: python examples/chat.py [--port 3000] [--deflate]
 """
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ class ChatUser:
     username: str = "anonymous"
 
 
-def make_app() -> App:
+def make_app(*, per_message_deflate: bool = False) -> App:
+    """The chat app; ``per_message_deflate`` compresses messages for browsers that offer it
+    (they all do)."""
     app = harpia()
 
     def upgrade(request: Request) -> ChatUser:
@@ -40,7 +42,7 @@ def make_app() -> App:
         app.publish("chat", json.dumps({"from": "server", "text": f"{ws.data.username} left"}))
 
     app.ws("/chat", {"open": on_open, "message": on_message, "close": on_close},
-           upgrade=upgrade, max_payload_length=64 * 1024)
+           upgrade=upgrade, max_payload_length=64 * 1024, per_message_deflate=per_message_deflate)
     app.get("/", lambda request: PAGE, content_type="text/html; charset=utf-8")
     app.get("/health", lambda request: {"status": "ok", "connections": len(app.websocket.connections)})
     return app
@@ -50,8 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--deflate", action="store_true", help="enable permessage-deflate")
     args = parser.parse_args()
-    app = make_app()
+    app = make_app(per_message_deflate=args.deflate)
     app.listen(host=args.host, port=args.port)
 
 

@@ -2,6 +2,8 @@
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
+from harpia._deflate cimport PerMessageDeflate
+
 
 cdef class FrameEngine:
     # --- settings (fixed for the life of a connection) ---
@@ -44,6 +46,8 @@ cdef class FrameEngine:
     cdef uint32_t utf8_state
     cdef uint8_t ctl_buf[125]
     cdef int ctl_len
+    # permessage-deflate, when negotiated (None otherwise: the plain paths never look further)
+    cdef readonly PerMessageDeflate compression
 
     # --- inbound flow control: bytes held while an async handler runs ---
     cdef bint delivery_paused
@@ -75,12 +79,16 @@ cdef class FrameEngine:
     cdef int _feed(self, object data) except -1
     cdef int _feed_buffer(self, object data) except -1
     cdef int _hold(self, bytes rest) except -1
+    cdef bint _stopped(self) noexcept
+    cdef int _parse_held(self) except -1
     cdef int _fail(self, int code, str reason) except -1
     cdef int _first_two_bytes(self) except -2
     cdef int _parse(self, const uint8_t *data, Py_ssize_t n, Py_ssize_t *used) except -1
     cdef int _header_complete(self) except -1
     cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1
     cdef int _frame_complete(self) except -1
+    cdef int _compressed_chunk(self, const uint8_t *src, Py_ssize_t n) except -1
+    cdef int _inflate(self, const uint8_t *src, Py_ssize_t n) except -1
     cdef int _control_frame(self) except -1
     cdef int _deliver(self, object message) except -1
     cdef int _msg_reserve(self, Py_ssize_t extra) except -1
@@ -91,6 +99,10 @@ cdef class FrameEngine:
     cdef Py_ssize_t _send_frame(self, int opcode, const uint8_t *data, Py_ssize_t n,
                                 uint8_t rsv) except -2
     cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2
+    cdef Py_ssize_t _send_compressible(self, int opcode, object payload, const uint8_t *data,
+                                       Py_ssize_t n, object compress) except -2
+    cdef Py_ssize_t _send_message(self, object message, object compress) except -2
+    cdef void _drop_compression(self) noexcept
     cdef bint _can_write_direct(self) noexcept
     cdef Py_ssize_t _account(self, Py_ssize_t total) except -2
     cdef int _start_close(self, int code, str reason) except -1

@@ -14,12 +14,14 @@ Read top to bottom: constants, the parser (``_parse`` -> ``_header_complete`` ->
 """
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
+
+from harpia._deflate cimport Deflater, Inflater, PerMessageDeflate, trim_output
 
 
 cdef extern from "_mask.h" nogil:
@@ -59,6 +61,12 @@ DEF OP_PING = 9
 DEF OP_PONG = 10
 
 DEF RSV1 = 0x40
+
+# Appended to a compressed message before inflating its end (RFC 7692 section 7.2.2).
+cdef const uint8_t *DEFLATE_TAIL = <const uint8_t *>b"\x00\x00\xff\xff"
+# How many engines have permessage-deflate on: while none has, a publish takes the plain
+# path and never looks at a subscriber's compression.
+cdef Py_ssize_t _deflate_engines = 0
 
 # Why these sizes: a frame queued this turn is copied once into the output buffer; past
 # CORK_FLUSH_AT the buffer goes to the transport at once so the kernel absorbs what it can
@@ -175,6 +183,7 @@ cdef class FrameEngine:
         self.last_seen = _clock
 
     def __dealloc__(self):
+        self._drop_compression()
         _xdecref(self.msg_obj)
         free(self.out_buf)
 
@@ -231,7 +240,7 @@ cdef class FrameEngine:
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             self._parse(<const uint8_t *>view.buf, view.len, &used)
-            if self.delivery_paused and used < view.len and not self.input_closed:
+            if self._stopped() and used < view.len and not self.input_closed:
                 self._hold(bytes((<const char *>view.buf)[used:view.len]))
         finally:
             PyBuffer_Release(&view)
@@ -252,7 +261,7 @@ cdef class FrameEngine:
         self.last_seen = _clock
         if self.input_closed:
             return 0
-        if self.delivery_paused:
+        if self._stopped():
             self._hold(bytes(data))
             return 0
         self.in_feed = True
@@ -260,7 +269,7 @@ cdef class FrameEngine:
             if PyBytes_CheckExact(data):
                 n = PyBytes_GET_SIZE(data)
                 self._parse(<const uint8_t *>PyBytes_AS_STRING(data), n, &used)
-                if self.delivery_paused and used < n and not self.input_closed:
+                if self._stopped() and used < n and not self.input_closed:
                     self._hold(data[used:])
             else:
                 self._feed_buffer(data)
@@ -277,20 +286,32 @@ cdef class FrameEngine:
 
     def resume_delivery(self):
         """Continue after an async handler finished: parse what was held meanwhile."""
-        cdef bytes chunk
-        cdef Py_ssize_t used
         if not self.delivery_paused:
             return
         self.delivery_paused = False
+        self._parse_held()
+
+    cdef bint _stopped(self) noexcept:
+        # Delivery stops while an async handler runs, and while the output is over its
+        # limit: a request/response handler must not see its replies dropped because the
+        # client reads slowly, so its next requests wait (and reading pauses).
+        return self.delivery_paused or self.awaiting_drain
+
+    cdef int _parse_held(self) except -1:
+        """Parse the bytes held while delivery was stopped, until it stops again."""
+        cdef bytes chunk
+        cdef Py_ssize_t used
+        if self.in_feed or self._stopped():
+            return 0
         self.in_feed = True
         try:
-            while self.held and not self.delivery_paused and not self.input_closed:
+            while self.held and not self._stopped() and not self.input_closed:
                 chunk = self.held.pop(0)
                 self.held_size -= PyBytes_GET_SIZE(chunk)
                 used = 0
                 self._parse(<const uint8_t *>PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk),
                             &used)
-                if self.delivery_paused and used < PyBytes_GET_SIZE(chunk):
+                if self._stopped() and used < PyBytes_GET_SIZE(chunk) and not self.input_closed:
                     self.held.insert(0, chunk[used:])
                     self.held_size += PyBytes_GET_SIZE(chunk) - used
         finally:
@@ -302,6 +323,7 @@ cdef class FrameEngine:
             self._resume_reading(PAUSE_INBOUND)
         if self.out_len:
             self.flush()
+        return 0
 
     cdef int _fail(self, int code, str reason) except -1:
         """Fail the connection (RFC 6455 section 7.1.7): send a close frame, read no more."""
@@ -322,7 +344,7 @@ cdef class FrameEngine:
         cdef char small[SMALL_TEXT]
         cdef char *dst
         while pos < n:
-            if self.input_closed or self.delivery_paused:
+            if self.input_closed or self._stopped():
                 break
             if self.in_payload:
                 take = n - pos
@@ -482,9 +504,21 @@ cdef class FrameEngine:
         self.frame_left = length
         self.frame_done = 0
         if opcode < OP_CLOSE:
-            # The limit is decided here, from the header, before any payload is buffered.
-            if length > <uint64_t>self.max_payload_length or \
+            if self.compression is not None and (
+                    (self.frame_rsv & RSV1) if opcode != OP_CONT else self.msg_compressed):
+                # Compressed bytes are inflated as they arrive, never buffered: memory is
+                # bounded by the inflated size (checked in _inflate).  The wire size gets a
+                # bound too, with room for deflate's worst-case growth of stored data.
+                if opcode != OP_CONT:
+                    self.compression.begin_message()
+                self.compression.wire_in += length
+                if self.compression.wire_in > <uint64_t>self.max_payload_length + \
+                        (<uint64_t>self.max_payload_length >> 3) + 1024:
+                    self._fail(1009, f"message over the {self.max_payload_length}-byte limit")
+                    return 0
+            elif length > <uint64_t>self.max_payload_length or \
                     length + <uint64_t>self.msg_len > <uint64_t>self.max_payload_length:
+                # The limit is decided here, from the header, before any payload is buffered.
                 self._fail(1009, f"message over the {self.max_payload_length}-byte limit")
                 return 0
             if opcode != OP_CONT:
@@ -501,6 +535,8 @@ cdef class FrameEngine:
 
     cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
         cdef uint8_t *dst
+        if self.msg_compressed and self.frame_opcode < OP_CLOSE and self.compression is not None:
+            return self._compressed_chunk(src, n)
         if self.frame_opcode >= OP_CLOSE:
             dst = &self.ctl_buf[self.ctl_len]
             self.ctl_len += <int>n
@@ -527,6 +563,12 @@ cdef class FrameEngine:
             return self._control_frame()
         if not self.frame_fin:
             return 0
+        if self.msg_compressed and self.compression is not None:
+            if not self.compression.inflater.ended:
+                self._inflate(DEFLATE_TAIL, 4)
+                if self.input_closed:
+                    return 0
+            self.compression.end_message()
         if self.msg_opcode == OP_TEXT:
             if not harpia_utf8_complete(self.utf8_state):
                 self._fail(1007, "text message ends inside a UTF-8 sequence")
@@ -544,6 +586,76 @@ cdef class FrameEngine:
         self._msg_reset()
         self._deliver(message)
         return 0
+
+    cdef int _compressed_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
+        # Unmask into a small stack buffer, slice by slice, and inflate each slice: the
+        # compressed bytes are never buffered whole.
+        cdef uint8_t buf[16384]
+        cdef Py_ssize_t off = 0, take
+        if not self.frame_masked:
+            self._inflate(src, n)
+        else:
+            while off < n and not self.input_closed:
+                take = n - off if n - off < 16384 else 16384
+                harpia_mask(buf, src + off, take, self.frame_key,
+                            <size_t>((self.frame_done + off) & 3))
+                self._inflate(buf, take)
+                off += take
+        self.frame_done += n
+        return 0
+
+    cdef int _inflate(self, const uint8_t *src, Py_ssize_t n) except -1:
+        """Inflate into the message buffer, which grows with the output up to
+        ``max_payload_length`` + 1 bytes: one byte more fails with 1009 at once, so a small
+        frame that would inflate to gigabytes costs no more than the limit."""
+        cdef Inflater inflater = self.compression.inflater
+        cdef Py_ssize_t limit = self.max_payload_length + 1
+        cdef Py_ssize_t room, cap, consumed, produced
+        cdef uint8_t *dst
+        cdef int rc
+        while True:
+            if self.msg_len == self.msg_cap:
+                if self.msg_cap >= limit:
+                    self._fail(1009, f"message over the {self.max_payload_length}-byte limit")
+                    return 0
+                cap = self.msg_cap * 2 if self.msg_cap else 4 * n
+                if cap < 1024:
+                    cap = 1024
+                if cap > limit:
+                    cap = limit
+                if self.msg_obj == NULL:
+                    self.msg_obj = _bytes_new(NULL, cap)
+                    if self.msg_obj == NULL:
+                        raise MemoryError()
+                else:
+                    _bytes_resize(&self.msg_obj, cap)
+                self.msg_cap = cap
+            room = self.msg_cap - self.msg_len
+            dst = <uint8_t *>_bytes_data(self.msg_obj) + self.msg_len
+            rc = inflater.inflate_some(src, n, dst, room, &consumed, &produced)
+            if rc < 0:
+                self._fail(1007, "invalid compressed data")
+                return 0
+            if produced:
+                self.msg_len += produced
+                if self.msg_len > self.max_payload_length:
+                    self._fail(1009, f"message over the {self.max_payload_length}-byte limit")
+                    return 0
+                if self.msg_opcode == OP_TEXT and \
+                        harpia_utf8_feed(&self.utf8_state, dst, produced) < 0:
+                    self._fail(1007, "invalid UTF-8 in a text message")
+                    return 0
+            src += consumed
+            n -= consumed
+            if rc == 1:
+                if n:
+                    self._fail(1007, "data after the final deflate block")
+                return 0
+            if n == 0 and produced < room:
+                return 0
+            if consumed == 0 and produced == 0:
+                self._fail(1007, "invalid compressed data")
+                return 0
 
     cdef int _control_frame(self) except -1:
         cdef bytes payload = PyBytes_FromStringAndSize(<char *>self.ctl_buf, self.ctl_len)
@@ -733,6 +845,62 @@ cdef class FrameEngine:
         self.out_len += n
         return self._account(n)
 
+    cdef Py_ssize_t _send_message(self, object message, object compress) except -2:
+        """``send`` with permessage-deflate negotiated."""
+        cdef const char *p
+        cdef Py_ssize_t n
+        cdef Py_buffer view
+        if PyUnicode_CheckExact(message) or isinstance(message, str):
+            p = PyUnicode_AsUTF8AndSize(message, &n)
+            return self._send_compressible(OP_TEXT, None, <const uint8_t *>p, n, compress)
+        if PyBytes_CheckExact(message):
+            return self._send_compressible(OP_BINARY, message,
+                                           <const uint8_t *>PyBytes_AS_STRING(message),
+                                           PyBytes_GET_SIZE(message), compress)
+        try:
+            PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+        except TypeError:
+            raise TypeError(
+                f"send() takes str or a bytes-like object, not {type(message).__name__}"
+            ) from None
+        try:
+            return self._send_compressible(OP_BINARY, None, <const uint8_t *>view.buf,
+                                           view.len, compress)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef Py_ssize_t _send_compressible(self, int opcode, object payload, const uint8_t *data,
+                                       Py_ssize_t n, object compress) except -2:
+        """Send one message compressed (RSV1 on its only frame) when the settings and
+        ``compress`` say so, else plain; returns as ``send``."""
+        cdef PerMessageDeflate c = self.compression
+        cdef const uint8_t *out
+        cdef Py_ssize_t clen
+        if c is None or not c.can_compress or compress is False or \
+                (compress is None and n < c.compress_threshold):
+            if n >= DIRECT_WRITE_AT and self._can_write_direct():
+                return self._send_direct(opcode, payload, data, n)
+            return self._send_frame(opcode, data, n, 0)
+        # Decide about dropping before compressing: with a kept context, a message that
+        # went through the compressor must reach the peer, or its inflater falls out of step.
+        if self.ready_state != _OPEN or \
+                self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.dropped += 1
+            return 0
+        out = c.get_deflater().compress(data, n, &clen)
+        try:
+            if clen >= n and c.local_no_context_takeover:
+                # Nothing gained (random or tiny data): the plain message costs the peer less.
+                if n >= DIRECT_WRITE_AT and self._can_write_direct():
+                    return self._send_direct(opcode, payload, data, n)
+                return self._send_frame(opcode, data, n, 0)
+            if clen >= DIRECT_WRITE_AT and self._can_write_direct():
+                # _send_direct ORs its opcode into the first byte: RSV1 rides along.
+                return self._send_direct(RSV1 | opcode, None, out, clen)
+            return self._send_frame(opcode, out, clen, RSV1)
+        finally:
+            trim_output()
+
     cdef bint _can_write_direct(self) noexcept:
         return not self.client and self.writer is not None and not self.writing_paused
 
@@ -783,6 +951,8 @@ cdef class FrameEngine:
             self._resume_reading(PAUSE_OUTBOUND)
             if self.ready_state == _OPEN:
                 self.drained()
+            if self.held:
+                self._parse_held()
         return 0
 
     cdef int _pause_reading(self, uint8_t reason) except -1:
@@ -838,6 +1008,36 @@ cdef class FrameEngine:
         """Allow RSV1 on incoming data frames (permessage-deflate was negotiated)."""
         self.rsv_allowed |= RSV1
 
+    def enable_deflate(self, *, bint local_no_context_takeover=True,
+                       bint remote_no_context_takeover=True, int local_max_window_bits=15,
+                       int remote_max_window_bits=15, int compression_level=6,
+                       int memory_level=8, Py_ssize_t compress_threshold=0):
+        """Turn on permessage-deflate (RFC 7692) with the negotiated parameters: messages
+        with RSV1 are inflated, and sends are compressed (``local_*``: what we send)."""
+        global _deflate_engines
+        compression = PerMessageDeflate(
+            client=self.client, local_no_context_takeover=local_no_context_takeover,
+            remote_no_context_takeover=remote_no_context_takeover,
+            local_max_window_bits=local_max_window_bits,
+            remote_max_window_bits=remote_max_window_bits,
+            compression_level=compression_level, memory_level=memory_level,
+            compress_threshold=compress_threshold)
+        if self.msg_opcode != 0:
+            raise ValueError("enable_deflate() in the middle of a message")
+        if self.compression is None:
+            _deflate_engines += 1
+        else:
+            self.compression.release()
+        self.compression = compression
+        self.rsv_allowed |= RSV1
+
+    cdef void _drop_compression(self) noexcept:
+        global _deflate_engines
+        if self.compression is not None:
+            self.compression.release()
+            self.compression = None
+            _deflate_engines -= 1
+
     def attach(self, writer, Cork cork=None, writelines=None, buffer_size=None):
         """Hand output to ``writer(bytes)``, batched per loop turn by ``cork``;
         ``writelines`` (optional) lets large payloads go out without a copy;
@@ -861,18 +1061,24 @@ cdef class FrameEngine:
         self.held = None
         self.held_size = 0
         self._msg_reset()
+        self._drop_compression()
         self.input_closed = True
         self.ready_state = _CLOSED
 
-    def send(self, message):
+    def send(self, message, compress=None):
         """Send ``str`` as a text message, bytes-like as binary.
 
         Returns the bytes queued (> 0), ``-1`` if queued but the buffer went over
         ``backpressure_limit`` (wait for drain), or ``0`` if dropped (closing, closed, or
-        already over the limit)."""
+        already over the limit).
+
+        ``compress`` matters only with permessage-deflate: ``None`` compresses messages of
+        at least the route's ``compress_threshold`` bytes, ``True`` always, ``False`` never."""
         cdef const char *p
         cdef Py_ssize_t n
         cdef Py_buffer view
+        if self.compression is not None:
+            return self._send_message(message, compress)
         if PyUnicode_CheckExact(message):
             p = PyUnicode_AsUTF8AndSize(message, &n)
             if n >= DIRECT_WRITE_AT and self._can_write_direct():
@@ -902,12 +1108,24 @@ cdef class FrameEngine:
     def send_text(self, str message):
         cdef Py_ssize_t n
         cdef const char *p = PyUnicode_AsUTF8AndSize(message, &n)
+        if self.compression is not None:
+            return self._send_compressible(OP_TEXT, None, <const uint8_t *>p, n, None)
         return self._send_frame(OP_TEXT, <const uint8_t *>p, n, 0)
 
-    def send_binary(self, const uint8_t[::1] message):
-        if message.shape[0] == 0:
-            return self._send_frame(OP_BINARY, NULL, 0, 0)
-        return self._send_frame(OP_BINARY, &message[0], message.shape[0], 0)
+    def send_binary(self, message):
+        # A Py_buffer, not a typed memoryview: acquiring one of those costs more than
+        # queueing a small frame.
+        cdef Py_buffer view
+        if self.compression is not None and not isinstance(message, str):
+            return self._send_message(message, None)
+        if PyBytes_CheckExact(message):
+            return self._send_frame(OP_BINARY, <const uint8_t *>PyBytes_AS_STRING(message),
+                                    PyBytes_GET_SIZE(message), 0)
+        PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+        try:
+            return self._send_frame(OP_BINARY, <const uint8_t *>view.buf, view.len, 0)
+        finally:
+            PyBuffer_Release(&view)
 
     def send_frame(self, int opcode, const uint8_t[::1] payload, *, bint fin=True,
                    bint rsv1=False):
@@ -1057,7 +1275,7 @@ def serialize_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask
 
 def apply_mask(data, mask, Py_ssize_t phase=0):
     """XOR ``data`` with the 4-byte ``mask``, starting ``phase`` bytes into it; a new bytes."""
-    cdef bytes key = bytes(mask)
+    cdef bytes key = mask if PyBytes_CheckExact(mask) else bytes(mask)
     if len(key) != 4:
         raise ValueError("mask must be 4 bytes")
     cdef Py_buffer view
@@ -1073,32 +1291,43 @@ def apply_mask(data, mask, Py_ssize_t phase=0):
 
 def unmask_inplace(buffer, mask, Py_ssize_t phase=0):
     """XOR a writable buffer with the 4-byte ``mask`` in place."""
-    cdef bytes key = bytes(mask)
+    cdef bytes key = mask if PyBytes_CheckExact(mask) else bytes(mask)
     if len(key) != 4:
         raise ValueError("mask must be 4 bytes")
-    cdef uint8_t[::1] view = buffer
-    if view.shape[0]:
-        harpia_mask(&view[0], &view[0], view.shape[0],
+    cdef Py_buffer view
+    PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+    try:
+        harpia_mask(<uint8_t *>view.buf, <const uint8_t *>view.buf, view.len,
                     <const uint8_t *>PyBytes_AS_STRING(key), phase & 3)
+    finally:
+        PyBuffer_Release(&view)
 
 
 def utf8_valid(data):
     """True if ``data`` is complete, valid UTF-8 (the validator text frames go through)."""
     cdef uint32_t state = 0
-    cdef const uint8_t[::1] view = data
-    if view.shape[0] == 0:
-        return True
-    return harpia_utf8_feed(&state, &view[0], view.shape[0]) == 0 and \
+    cdef Py_buffer view
+    cdef bint ok
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    ok = harpia_utf8_feed(&state, <const uint8_t *>view.buf, view.len) == 0 and \
         harpia_utf8_complete(state) != 0
+    PyBuffer_Release(&view)
+    return ok
 
 
-def publish(tuple subscribers, message, FrameEngine exclude=None):
+def publish(tuple subscribers, message, FrameEngine exclude=None, compress=None):
     """Send ``message`` to every engine in ``subscribers`` but ``exclude``.
 
     The frame is serialized once and the same bytes are copied into each subscriber's
     output buffer, written at the end of the loop turn.  ``subscribers`` is a snapshot
     (a tuple), so a subscriber that closes on the way cannot disturb the iteration.
     Returns how many subscribers took it (their ``send`` would have returned > 0 or -1).
+
+    With permessage-deflate, subscribers that reset their context after every message
+    are grouped by compressor (window, level, memory level): the message is compressed
+    once per group and the same compressed frame goes to all of the group.  Subscribers
+    that keep a context get a compression of their own; the others the plain frame.
+    ``compress`` is as in ``FrameEngine.send``.
     """
     cdef const char *p
     cdef Py_ssize_t n, hlen
@@ -1116,7 +1345,66 @@ def publish(tuple subscribers, message, FrameEngine exclude=None):
     cdef char *f = PyBytes_AS_STRING(frame)
     hlen = _write_header(<uint8_t *>f, 0x80 | opcode, n, NULL)
     memcpy(f + hlen, p, n)
-    return publish_serialized(subscribers, frame, exclude)
+    if _deflate_engines == 0 or compress is False:
+        return publish_serialized(subscribers, frame, exclude)
+    return _publish_deflate(subscribers, frame, opcode, <const uint8_t *>p, n, exclude, compress)
+
+
+cdef bytes _compressed_frame(Deflater deflater, int opcode, const uint8_t *p, Py_ssize_t n,
+                             bytes plain):
+    """One server frame holding ``p[:n]`` compressed by ``deflater`` (RSV1), or ``plain``
+    when compression does not make it smaller."""
+    cdef Py_ssize_t clen, hlen
+    cdef const uint8_t *out = deflater.compress(p, n, &clen)
+    cdef bytes frame
+    cdef char *f
+    if clen >= n:
+        trim_output()
+        return plain
+    frame = PyBytes_FromStringAndSize(NULL, _header_size(clen, False) + clen)
+    f = PyBytes_AS_STRING(frame)
+    hlen = _write_header(<uint8_t *>f, 0x80 | RSV1 | opcode, clen, NULL)
+    memcpy(f + hlen, out, clen)
+    trim_output()
+    return frame
+
+
+cdef Py_ssize_t _publish_deflate(tuple subscribers, bytes plain, int opcode, const uint8_t *p,
+                                 Py_ssize_t n, FrameEngine exclude, object compress) except -1:
+    cdef Py_ssize_t i, r, taken = 0
+    cdef FrameEngine engine
+    cdef PerMessageDeflate c
+    cdef Deflater deflater, last = None
+    cdef bytes frame, last_frame = plain
+    cdef dict frames = None
+    for i in range(len(subscribers)):
+        engine = <FrameEngine>subscribers[i]
+        if engine is exclude:
+            continue
+        c = engine.compression
+        if c is None or not c.can_compress or (compress is None and n < c.compress_threshold):
+            frame = plain
+        elif c.local_no_context_takeover:
+            deflater = c.get_deflater()
+            if deflater is last:
+                frame = last_frame
+            else:
+                if frames is None:
+                    frames = {}
+                frame = frames.get(deflater)
+                if frame is None:
+                    frame = _compressed_frame(deflater, opcode, p, n, plain)
+                    frames[deflater] = frame
+                last = deflater
+                last_frame = frame
+        else:
+            r = engine._send_compressible(opcode, None, p, n, True)
+            if r != 0:
+                taken += 1
+            continue
+        if engine._queue_serialized(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) != 0:
+            taken += 1
+    return taken
 
 
 def publish_serialized(tuple subscribers, bytes frame, FrameEngine exclude=None):

@@ -81,6 +81,10 @@ static void harpia_mask_avx2(unsigned char *dst, const unsigned char *src, size_
         a ^= k;
         memcpy(dst + i, &a, 32);
     }
+    /* gcc 12 emits no vzeroupper before this sibling call, so the upper ymm halves would
+     * stay dirty after we return into SSE code (ours, libc's, the interpreter's): a state
+     * transition stall per call on Haswell/Broadwell, false dependencies on later cores. */
+    __builtin_ia32_vzeroupper();
     harpia_mask_words(dst + i, src + i, n - i, key, phase);
 }
 

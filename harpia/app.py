@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError
 from .handlers import RouteHandlers, bind_handlers
@@ -65,7 +66,8 @@ class WebSocketNamespace:
         return self._app._connections
 
     def subscriber_count(self, topic: str) -> int:
-        """Subscribers of ``topic`` in this process."""
+        """Subscribers of ``topic`` in this process (with ``workers`` or a ``pubsub``
+        backplane, the other processes' subscribers are not counted)."""
         return self._app._topics.subscriber_count(topic)
 
     subscriberCount = subscriber_count  # noqa: N815 - Bun's spelling
@@ -82,6 +84,7 @@ class App:
         *,
         handshake_timeout: float = 10.0,
         close_timeout: float = 5.0,
+        pubsub: str | Backplane | None = None,
     ) -> None:
         for name, value in (("handshake_timeout", handshake_timeout), ("close_timeout", close_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -95,6 +98,11 @@ class App:
         self._topics = TopicRegistry()
         self._listeners: list[Listener] = []
         self.websocket = WebSocketNamespace(self)
+        #: The cross-process broker (``pubsub="redis://..."`` or a ``Backplane``), or None.
+        self._backplane: Backplane | None = make_backplane(pubsub)
+        self._backplane_task: asyncio.Task[None] | None = None
+        self._backplane_loop: asyncio.AbstractEventLoop | None = None
+        self._backplane_users: set[Listener] = set()
 
     # ------------------------------------------------------------------ routes
 
@@ -121,17 +129,74 @@ class App:
     # ------------------------------------------------------------------ pub/sub
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
-        """Send ``message`` to every subscriber of ``topic``; returns how many took it."""
+        """Send ``message`` to every subscriber of ``topic``; returns how many took it in this
+        process (with a ``pubsub`` backplane it also goes to every other process)."""
         return self._publish(topic, message, None)
 
     def _publish(self, topic: str, message: str | bytes | bytearray | memoryview,
                  exclude: ServerWebSocket[Any] | None) -> int:
-        return self._topics.publish(topic, message, exclude)
+        taken = self._topics.publish(topic, message, exclude)
+        backplane = self._backplane
+        if backplane is not None:
+            # Local subscribers have it already; the backplane must not bring it back here.
+            backplane.publish(topic, message)
+        return taken
 
     def publish_threadsafe(self, topic: str, message: str | bytes) -> None:
-        """``publish`` from another thread: runs on the loop of each listener."""
-        for listener in list(self._listeners):
-            listener.loop.call_soon_threadsafe(self.publish, topic, message)
+        """``publish`` from another thread: runs once, on the loop of the first listener
+        (the topic registry is one for the whole app)."""
+        listeners = list(self._listeners)
+        if listeners:
+            listeners[0].loop.call_soon_threadsafe(self.publish, topic, message)
+
+    # Called by Listener.start (after binding) and Listener.stop (at the end): the backplane
+    # runs while at least one listener does, on the loop of the listeners.
+    async def _backplane_start(self, listener: Listener) -> None:
+        backplane = self._backplane
+        if backplane is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._backplane_task is None:
+            self._backplane_loop = loop
+            self._topics.on_first_subscriber = backplane.subscribe
+            self._topics.on_last_subscriber = backplane.unsubscribe
+            self._backplane_task = loop.create_task(
+                backplane.start(self._topics.publish_serialized, self._topics.topics()))
+        elif self._backplane_loop is not loop:
+            raise ConfigurationError(
+                "with a pubsub backplane every listener of the app must run on one event loop")
+        self._backplane_users.add(listener)
+        task = self._backplane_task
+        try:
+            await asyncio.shield(task)
+        except BaseException:
+            self._backplane_users.discard(listener)
+            if not self._backplane_users and task is self._backplane_task and task.done():
+                self._backplane_detach()
+            raise
+
+    async def _backplane_stop(self, listener: Listener) -> None:
+        if listener not in self._backplane_users:
+            return
+        self._backplane_users.discard(listener)
+        if self._backplane_users or self._backplane is None or self._backplane_task is None:
+            return
+        task = self._backplane_task
+        self._backplane_detach()
+        if not task.done():  # still connecting: cancelling start() cleans it up
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return
+        if task.cancelled() or task.exception() is not None:
+            return  # it never started
+        await self._backplane.stop()
+
+    def _backplane_detach(self) -> None:
+        self._backplane_task = None
+        self._backplane_loop = None
+        self._backplane_users.clear()
+        self._topics.on_first_subscriber = None
+        self._topics.on_last_subscriber = None
 
     # ------------------------------------------------------------------ serving
 

@@ -220,10 +220,21 @@ class ServerWebSocket(FrameEngine, Generic[T]):
             try:
                 result = handler(self, exc)
                 if handler.is_async:
-                    self._spawn(result)
+                    # Its own failure must not come back to it (that would never end).
+                    task = self.listener.loop.create_task(result)
+                    task.add_done_callback(self._error_handler_done)
                 return
             except Exception as second:
                 exc = second
+        self._unhandled(exc)
+
+    def _error_handler_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            exc = task.exception()
+            if isinstance(exc, Exception):
+                self._unhandled(exc)
+
+    def _unhandled(self, exc: BaseException) -> None:
         logger.error("unhandled error in a handler of %s; closing with 1011",
                      self.route.pattern, exc_info=exc)
         if self.ready_state == OPEN:

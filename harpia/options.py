@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .deflate import DeflateOptions, deflate_options
 from .errors import ConfigurationError
 
 __all__ = ["RouteOptions", "route_options"]
@@ -33,8 +34,9 @@ class RouteOptions:
     backpressure_limit: int = 1024 * 1024
     #: Close with 1013 instead of dropping when a send crosses ``backpressure_limit``.
     close_on_backpressure_limit: bool = False
-    #: Negotiate permessage-deflate (RFC 7692) when the client offers it.
-    per_message_deflate: bool | Mapping[str, Any] = False
+    #: Negotiate permessage-deflate (RFC 7692) when the client offers it: True for the
+    #: defaults, or a ``DeflateOptions`` (or a mapping of its fields); see docs/deflate.md.
+    per_message_deflate: bool | Mapping[str, Any] | DeflateOptions = False
     #: Whether ``ws.publish`` also delivers to the publishing connection.
     publish_to_self: bool = False
     #: Subprotocols this route speaks, in order of preference; None: none negotiated.
@@ -48,6 +50,11 @@ class RouteOptions:
     #: Bytes read ahead while an async ``message`` handler runs before reading pauses.
     #: 64 KiB: enough to keep a fast client streaming, small enough to bound a flood.
     max_inbound_backlog: int = 64 * 1024
+    #: ``per_message_deflate`` as validated settings; None when off (derived, not an option).
+    deflate: DeflateOptions | None = dataclasses.field(init=False, default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deflate", deflate_options(self.per_message_deflate))
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -56,7 +63,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "send_pings": (bool,),
     "backpressure_limit": (int,),
     "close_on_backpressure_limit": (bool,),
-    "per_message_deflate": (bool, Mapping),
+    "per_message_deflate": (bool, Mapping, DeflateOptions),
     "publish_to_self": (bool,),
     "max_inbound_backlog": (int,),
 }
@@ -64,7 +71,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 def route_options(options: Mapping[str, Any]) -> RouteOptions:
     """Validate keyword arguments of ``app.ws`` into a ``RouteOptions``."""
-    known = {f.name for f in dataclasses.fields(RouteOptions)}
+    known = {f.name for f in dataclasses.fields(RouteOptions) if f.init}
     for key, value in options.items():
         if key not in known:
             raise ConfigurationError(

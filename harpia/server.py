@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _frames
 from .connection import ServerWebSocket
+from .deflate import negotiate
 from .errors import ConfigurationError, HandshakeError
 from .handshake import (
     HttpRequestParser,
@@ -27,6 +28,7 @@ from .handshake import (
     check_websocket_request,
     error_response,
     is_websocket_upgrade,
+    parse_extension_offers,
     response_101,
     response_http,
     select_subprotocol,
@@ -106,6 +108,7 @@ class Listener:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.cork: _frames.Cork | None = None
         self._server: asyncio.Server | None = None
+        self._port: int | None = None
         self.accepting = False
         self._live: set[ServerWebSocket[Any]] = set()
         self._handshaking: set[HttpProtocol] = set()
@@ -149,6 +152,12 @@ class Listener:
             reuse_port=self.reuse_port or None,
             backlog=self.backlog,
         )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        try:
+            await self.app._backplane_start(self)
+        except BaseException:
+            await self.stop()
+            raise
         self._start_sweeper()
         self.app._listeners.append(self)
         return self
@@ -156,8 +165,10 @@ class Listener:
     @property
     def port(self) -> int:
         """The port actually bound (useful with ``port=0``)."""
-        assert self._server is not None, "the listener is not started"
-        return int(self._server.sockets[0].getsockname()[1])
+        # Kept from start: while stopping, the server has no sockets any more, yet close
+        # handlers running then may still ask.
+        assert self._port is not None, "the listener is not started"
+        return self._port
 
     @property
     def url(self) -> str:
@@ -191,6 +202,7 @@ class Listener:
         self._server = None
         if self in self.app._listeners:
             self.app._listeners.remove(self)
+        await self.app._backplane_stop(self)
 
     async def __aenter__(self) -> Listener:
         if not self.accepting:
@@ -383,6 +395,8 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
+        deflate = route.options.deflate
+        agreement = None if deflate is None else negotiate(parse_extension_offers(head), deflate)
         if data is None and route.options.data is not None:
             data = route.options.data()
         ws: ServerWebSocket[Any] = ServerWebSocket(
@@ -390,13 +404,20 @@ class HttpProtocol(asyncio.Protocol):
             subprotocol, listener.secure)
         if data is not None:
             ws._data = data
+        extensions = None
+        if agreement is not None and deflate is not None:
+            extensions = ws.extensions = agreement.response
+            ws.enable_deflate(**agreement.engine_settings(deflate))
         self._done()
-        transport.write(response_101(key, subprotocol=subprotocol))
+        transport.write(response_101(key, subprotocol=subprotocol, extensions=extensions))
         transport.set_protocol(ws)
-        # The transport pauses us (pause_writing) once it holds a quarter of the limit, so
-        # what hides in its buffer stays small next to what the engine accounts for.
-        high = max(1024, min(64 * 1024, route.options.backpressure_limit // 4))
-        transport.set_write_buffer_limits(high=high, low=high // 4)
+        # The engine learns what the transport holds only from pause_writing and
+        # resume_writing.  Pausing as soon as the kernel leaves bytes behind makes that
+        # exact ("not paused" means "empty"): with a higher mark, a burst that fits next
+        # to a stale count lands on unseen bytes, and the buffer goes over the limit
+        # without the -1 that arms drain (then every send is 0 and drain never comes).
+        # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
+        transport.set_write_buffer_limits(high=1, low=0)
         ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None),
                   transport.get_write_buffer_size)
         listener.connection_opened(ws)

@@ -70,12 +70,14 @@ class DevTools:
 
 
 @pytest.mark.timeout(60)
-async def test_two_tabs_chat_through_harpia() -> None:
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
+async def test_two_tabs_chat_through_harpia(deflate: bool) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Chromium is required for the browser test (ci/test installs it)"
-    app = make_app()
+    app = make_app(per_message_deflate=deflate)
     async with app.serve(port=0) as server:
-        with tempfile.TemporaryDirectory() as profile:
+        # Chromium helpers may still write to the profile as it exits: cleanup is best-effort.
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
             process = subprocess.Popen(
                 [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -109,6 +111,19 @@ async def test_two_tabs_chat_through_harpia() -> None:
                     # The page's WebSocket really is harpia's: the server sees both tabs.
                     names = sorted(ws.data.username for ws in app.websocket.connections)
                     assert names == ["alice", "bob"]
+                    # Chromium offers permessage-deflate; the server accepts it only if asked.
+                    expected = "permessage-deflate; server_no_context_takeover; " \
+                               "client_no_context_takeover" if deflate else None
+                    assert [ws.extensions for ws in app.websocket.connections] == [expected] * 2
+                    assert await cdp.evaluate(bob, "ws.extensions") == (expected or "")
+                    # Long enough to be compressed both ways (the default threshold is 128 B).
+                    long_text = "compressible words, " * 40
+                    await cdp.evaluate(bob, f"""
+                        document.querySelector('input[name=text]').value = '{long_text}';
+                        document.getElementById('send').requestSubmit();
+                    """)
+                    await cdp.wait_for(alice, "document.getElementById('log').textContent"
+                                              f".includes('bob: {long_text.strip()}')")
             finally:
                 process.terminate()
                 try:

@@ -1,0 +1,291 @@
+/*
+ * Helpers for wsload.c (included once, by it): a PRNG, SHA-1 and base64 for
+ * Sec-WebSocket-Accept, the sequence-number encoding carried in payloads, a
+ * log-linear latency histogram, and two small process helpers.
+ */
+#ifndef WSUTIL_H
+#define WSUTIL_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+
+/* ---------------------------------------------------------------- PRNG (xorshift64*) */
+
+static uint64_t rng_state = 88172645463325252ull;
+
+static inline uint64_t rng(void) {
+    uint64_t x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* ---------------------------------------------------------------- base64 */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Encode n bytes into out (4 * ceil(n / 3) characters plus a NUL). */
+static void base64(const uint8_t *in, size_t n, char *out) {
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        *out++ = B64[v >> 18];
+        *out++ = B64[(v >> 12) & 63];
+        *out++ = B64[(v >> 6) & 63];
+        *out++ = B64[v & 63];
+    }
+    if (n - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        *out++ = B64[v >> 18];
+        *out++ = B64[(v >> 12) & 63];
+        *out++ = '=';
+        *out++ = '=';
+    } else if (n - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        *out++ = B64[v >> 18];
+        *out++ = B64[(v >> 12) & 63];
+        *out++ = B64[(v >> 6) & 63];
+        *out++ = '=';
+    }
+    *out = 0;
+}
+
+/* ---------------------------------------------------------------- SHA-1 (FIPS 180-4) */
+
+static inline uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const uint8_t *b) {
+    uint32_t w[80], a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) f = (bb & c) | (~bb & d), k = 0x5A827999;
+        else if (i < 40) f = bb ^ c ^ d, k = 0x6ED9EBA1;
+        else if (i < 60) f = (bb & c) | (bb & d) | (c & d), k = 0x8F1BBCDC;
+        else f = bb ^ c ^ d, k = 0xCA62C1D6;
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol32(bb, 30);
+        bb = a;
+        a = t;
+    }
+    h[0] += a;
+    h[1] += bb;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+static void sha1(const uint8_t *msg, size_t len, uint8_t out[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    size_t i = 0;
+    for (; i + 64 <= len; i += 64) sha1_block(h, msg + i);
+    uint8_t last[128] = {0};
+    size_t rest = len - i, total = rest + 9 <= 64 ? 64 : 128;
+    memcpy(last, msg + i, rest);
+    last[rest] = 0x80;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int k = 0; k < 8; k++) last[total - 1 - k] = (uint8_t)(bits >> (8 * k));
+    for (size_t k = 0; k < total; k += 64) sha1_block(h, last + k);
+    for (int k = 0; k < 5; k++) {
+        out[4 * k] = h[k] >> 24;
+        out[4 * k + 1] = h[k] >> 16;
+        out[4 * k + 2] = h[k] >> 8;
+        out[4 * k + 3] = h[k];
+    }
+}
+
+/* Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 section 4.2.2): 28 chars + NUL. */
+static void ws_accept(const char *key, char out[29]) {
+    static const char GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    char buf[128];
+    uint8_t digest[20];
+    size_t kl = strlen(key);
+    memcpy(buf, key, kl);
+    memcpy(buf + kl, GUID, sizeof GUID - 1);
+    sha1((const uint8_t *)buf, kl + sizeof GUID - 1, digest);
+    base64(digest, 20, out);
+}
+
+/* The example of RFC 6455 section 1.3, plus a two-block SHA-1 message. */
+static int ws_selftest(void) {
+    char acc[29];
+    uint8_t d[20];
+    char hex[41];
+    ws_accept("dGhlIHNhbXBsZSBub25jZQ==", acc);
+    sha1((const uint8_t *)"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56, d);
+    for (int i = 0; i < 20; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return !strcmp(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") && !strcmp(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+}
+
+/* ---------------------------------------------------------------- frames */
+
+/* Write a client frame header with mask key m32 into out; returns its length (<= 14). */
+static size_t frame_header(uint8_t *out, int opcode, size_t len, uint32_t m32) {
+    uint8_t *p = out;
+    *p++ = 0x80 | opcode;
+    if (len < 126) {
+        *p++ = 0x80 | len;
+    } else if (len < 65536) {
+        *p++ = 0x80 | 126;
+        *p++ = len >> 8;
+        *p++ = len & 255;
+    } else {
+        *p++ = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) *p++ = (uint8_t)(len >> (8 * i));
+    }
+    memcpy(p, &m32, 4);
+    return (size_t)(p + 4 - out);
+}
+
+/* dst = src ^ mask, the mask's phase starting at 0 */
+static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, uint32_t m32) {
+    const uint8_t *mk = (const uint8_t *)&m32;
+    uint64_t m64 = (uint64_t)m32 | ((uint64_t)m32 << 32), v;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&v, src + j, 8);
+        v ^= m64;
+        memcpy(dst + j, &v, 8);
+    }
+    for (; j < n; j++) dst[j] = src[j] ^ mk[j & 3];
+}
+
+/* ---------------------------------------------------------------- sequence numbers */
+
+/* A payload starts with its sequence number: n (<= 8) base64 digits, 6 bits each. */
+static inline uint64_t seq_mask(int n) { return n >= 8 ? (1ull << 48) - 1 : (1ull << (6 * n)) - 1; }
+
+static inline void seq_encode(uint64_t v, uint8_t *out, int n) {
+    for (int i = 0; i < n; i++) out[i] = (uint8_t)B64[(v >> (6 * (n - 1 - i))) & 63];
+}
+
+static int8_t B64_VAL[256]; /* digit value, or -1 */
+
+static void seq_init(void) {
+    memset(B64_VAL, -1, sizeof B64_VAL);
+    for (int i = 0; i < 64; i++) B64_VAL[(uint8_t)B64[i]] = (int8_t)i;
+}
+
+/* The sequence number, or -1 if a byte is not a base64 digit. */
+static inline int64_t seq_decode(const uint8_t *in, int n) {
+    uint64_t v = 0;
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        int d = B64_VAL[in[i]];
+        bad |= d;
+        v = (v << 6) | (uint64_t)(d & 63);
+    }
+    return bad < 0 ? -1 : (int64_t)v;
+}
+
+/* memcmp(a, b, n) == 0, inline for the short payloads that dominate (libc's call costs more) */
+static inline int same(const uint8_t *a, const uint8_t *b, size_t n) {
+    if (n > 64) return memcmp(a, b, n) == 0;
+    uint64_t x, y, d = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        d |= x ^ y;
+    }
+    for (; i < n; i++) d |= (uint64_t)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* ---------------------------------------------------------------- latency histogram */
+
+/* Values in ns; 128 sub-buckets per power of two (< 0.8% error) up to ~2^47 ns. */
+#define H_SUB 128
+#define H_BUCKETS (H_SUB * 42)
+static uint64_t hist[H_BUCKETS], hist_n;
+
+static inline int hist_index(uint64_t v) {
+    if (v < H_SUB) return (int)v;
+    int e = 63 - __builtin_clzll(v), shift = e - 7;
+    int i = H_SUB + shift * H_SUB + (int)((v >> shift) - H_SUB);
+    return i < H_BUCKETS ? i : H_BUCKETS - 1;
+}
+
+static inline void hist_add(uint64_t v) {
+    hist[hist_index(v)]++;
+    hist_n++;
+}
+
+static void hist_reset(void) {
+    memset(hist, 0, sizeof hist);
+    hist_n = 0;
+}
+
+/* The value (ns, bucket midpoint) at quantile q. */
+static double hist_pct(double q) {
+    if (!hist_n) return 0;
+    uint64_t want = (uint64_t)(q * hist_n + 0.5), seen = 0;
+    if (want < 1) want = 1;
+    for (int i = 0; i < H_BUCKETS; i++) {
+        seen += hist[i];
+        if (seen < want) continue;
+        if (i < H_SUB) return i;
+        int shift = (i - H_SUB) / H_SUB;
+        uint64_t m = H_SUB + (uint64_t)((i - H_SUB) % H_SUB);
+        return (double)(m << shift) + (double)((1ull << shift) - 1) / 2.0;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+/* The value of header name in the response head (NUL-terminated), or NULL. */
+static const char *find_header(const char *head, const char *name, int *len) {
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
+        const char *line = p + 2;
+        if (strncasecmp(line, name, nl) || line[nl] != ':') continue;
+        const char *v = line + nl + 1, *e = strstr(v, "\r\n");
+        while (*v == ' ' || *v == '\t') v++;
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t')) e--;
+        *len = (int)(e - v);
+        return v;
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- process helpers */
+
+/* VmRSS of process pid in KiB, or -1. */
+static long read_rss_kib(int pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6)) kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}
+
+/* Raise RLIMIT_NOFILE to at least need (the hard limit too, as root); returns the soft limit. */
+static long raise_nofile(long need) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur >= (rlim_t)need) return (long)rl.rlim_cur;
+    struct rlimit want = {(rlim_t)need, rl.rlim_max > (rlim_t)need ? rl.rlim_max : (rlim_t)need};
+    if (setrlimit(RLIMIT_NOFILE, &want) < 0) { /* not root: as far as the hard limit allows */
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    return (long)rl.rlim_cur;
+}
+
+#endif

@@ -1,0 +1,379 @@
+# cython: language_level=3
+"""permessage-deflate (RFC 7692) for the frame engine: zlib's C API, raw deflate.
+
+The engine calls these with C calls; nothing here knows about frames or sockets.
+
+Memory is what makes deflate expensive for a server, so state is created late and shared
+where the RFC allows it:
+
+- A sender that resets its context after every message (``server_no_context_takeover``,
+  harpia's default) needs no compressor of its own: every connection with the same
+  window, level and memory level uses one process-wide ``Deflater``.  That is also what
+  lets a publish compress a message once for all of those subscribers.
+- A peer that resets its context (``client_no_context_takeover``, the default) needs an
+  inflater only while one of its messages is arriving: it is borrowed from a small pool
+  and given back at the end of the message.
+- Only a peer that keeps its context gets an inflater of its own, created on its first
+  compressed message, with the negotiated window (``client_max_window_bits``).
+
+Output of ``Deflater.compress`` goes to one module-level buffer, reused by every call
+(the engine copies it into a frame right away); past ``KEEP_OUTPUT`` it is freed after use.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memset
+
+DEF Z_OK = 0
+DEF Z_STREAM_END = 1
+DEF Z_NEED_DICT = 2
+DEF Z_STREAM_ERROR = -2
+DEF Z_DATA_ERROR = -3
+DEF Z_MEM_ERROR = -4
+DEF Z_BUF_ERROR = -5
+DEF Z_NO_FLUSH = 0
+DEF Z_SYNC_FLUSH = 2
+DEF Z_DEFLATED = 8
+DEF Z_DEFAULT_STRATEGY = 0
+
+# zlib counts in 32-bit unsigned ints: larger inputs go through in slices.
+DEF SLICE = 1 << 30
+# The compressed-output buffer is kept between calls up to this size (a typical message).
+DEF KEEP_OUTPUT = 65536
+# Free inflaters kept for peers that reset their context; each holds ~7 KiB of zlib state
+# plus a 32 KiB window once used, so the pool costs at most ~320 KiB per process.
+DEF POOL_SIZE = 8
+
+
+def zlib_version():
+    """The version of the zlib harpia runs with."""
+    return zlibVersion().decode()
+
+
+cdef uint8_t *_out = NULL
+cdef Py_ssize_t _out_cap = 0
+
+
+cdef int _out_reserve(Py_ssize_t need) except -1:
+    global _out, _out_cap
+    cdef uint8_t *buf
+    if need <= _out_cap:
+        return 0
+    if need < 2 * _out_cap:
+        need = 2 * _out_cap
+    buf = <uint8_t *>realloc(_out, need)
+    if buf == NULL:
+        raise MemoryError()
+    _out = buf
+    _out_cap = need
+    return 0
+
+
+cdef void trim_output() noexcept:
+    """Free the shared output buffer if a large message grew it."""
+    global _out, _out_cap
+    if _out_cap > KEEP_OUTPUT:
+        free(_out)
+        _out = NULL
+        _out_cap = 0
+
+
+cdef class Deflater:
+    """A raw-deflate compressor.  ``no_context_takeover``: reset before every message."""
+
+    def __cinit__(self):
+        memset(&self.strm, 0, sizeof(z_stream))
+
+    def __init__(self, int window_bits=15, int level=6, int memory_level=8,
+                 bint no_context_takeover=True):
+        # zlib refuses a 256-byte window for raw deflate (windowBits 8), so 9 is the minimum.
+        if not 9 <= window_bits <= 15:
+            raise ValueError("window_bits must be 9-15")
+        if not 0 <= level <= 9:
+            raise ValueError("level must be 0-9")
+        if not 1 <= memory_level <= 9:
+            raise ValueError("memory_level must be 1-9")
+        self.window_bits = window_bits
+        self.level = level
+        self.memory_level = memory_level
+        self.no_context_takeover = no_context_takeover
+
+    def __dealloc__(self):
+        self.free_state()
+
+    cdef int _init(self) except -1:
+        cdef int rc = deflateInit2(&self.strm, self.level, Z_DEFLATED, -self.window_bits,
+                                   self.memory_level, Z_DEFAULT_STRATEGY)
+        if rc == Z_MEM_ERROR:
+            raise MemoryError()
+        if rc != Z_OK:
+            raise RuntimeError(f"deflateInit2 failed ({rc})")
+        self.initialized = True
+        self.dirty = False
+        return 0
+
+    cdef void free_state(self) noexcept:
+        if self.initialized:
+            deflateEnd(&self.strm)
+            memset(&self.strm, 0, sizeof(z_stream))
+            self.initialized = False
+
+    cdef const uint8_t *compress(self, const uint8_t *data, Py_ssize_t n,
+                                 Py_ssize_t *out_len) except NULL:
+        """Compress one whole message; its deflate blocks end with a sync flush whose
+        0x00 0x00 0xff 0xff tail is removed (RFC 7692 section 7.2.1).  The result lives in
+        the shared output buffer until the next call."""
+        cdef Py_ssize_t produced = 0, left = n, take
+        cdef int rc, flush
+        if n == 0:
+            # An empty stored block, its tail removed (RFC 7692 section 7.2.3.6).  zlib
+            # would write nothing at all for a second flush without input in between.
+            _out_reserve(64)
+            _out[0] = 0
+            out_len[0] = 1
+            return _out
+        if not self.initialized:
+            self._init()
+        elif self.no_context_takeover and self.dirty:
+            deflateReset(&self.strm)
+        self.dirty = True
+        _out_reserve(<Py_ssize_t>deflateBound(&self.strm, <unsigned long>n) + 64)
+        self.strm.next_in = data
+        while True:
+            take = left if left < SLICE else SLICE
+            left -= take
+            self.strm.avail_in = <unsigned int>take
+            flush = Z_SYNC_FLUSH if left == 0 else Z_NO_FLUSH
+            while True:
+                if produced == _out_cap:
+                    _out_reserve(2 * _out_cap)
+                self.strm.next_out = _out + produced
+                self.strm.avail_out = <unsigned int>(
+                    _out_cap - produced if _out_cap - produced < SLICE else SLICE)
+                rc = deflate(&self.strm, flush)
+                produced = self.strm.next_out - _out
+                if rc == Z_STREAM_ERROR:
+                    # The stream is unusable; the next message starts a fresh one.
+                    self.free_state()
+                    raise RuntimeError("deflate failed")
+                if self.strm.avail_in == 0 and self.strm.avail_out != 0:
+                    break
+            if left == 0:
+                break
+        self.strm.next_in = NULL
+        self.strm.next_out = NULL
+        out_len[0] = produced - 4 if produced >= 4 else produced
+        return _out
+
+    def compress_message(self, data):
+        """Compress ``data`` (bytes-like) as one message's payload; for tests and tools."""
+        cdef const uint8_t[::1] view = data
+        cdef Py_ssize_t n
+        cdef const uint8_t *p = self.compress(&view[0] if view.shape[0] else <const uint8_t *>"",
+                                              view.shape[0], &n)
+        result = PyBytes_FromStringAndSize(<const char *>p, n)
+        trim_output()
+        return result
+
+
+cdef dict _shared_deflaters = {}
+
+
+cdef Deflater _shared_deflater(int window_bits, int level, int memory_level):
+    cdef tuple key = (window_bits, level, memory_level)
+    cdef Deflater deflater = _shared_deflaters.get(key)
+    if deflater is None:
+        deflater = Deflater(window_bits, level, memory_level, True)
+        _shared_deflaters[key] = deflater
+    return deflater
+
+
+cdef class Inflater:
+    """A raw-deflate decompressor with a window of ``2**window_bits`` bytes."""
+
+    def __cinit__(self):
+        memset(&self.strm, 0, sizeof(z_stream))
+
+    def __init__(self, int window_bits=15):
+        if not 8 <= window_bits <= 15:
+            raise ValueError("window_bits must be 8-15")
+        self.window_bits = window_bits
+
+    def __dealloc__(self):
+        self.free_state()
+
+    cdef int _init(self) except -1:
+        cdef int rc = inflateInit2(&self.strm, -self.window_bits)
+        if rc == Z_MEM_ERROR:
+            raise MemoryError()
+        if rc != Z_OK:
+            raise RuntimeError(f"inflateInit2 failed ({rc})")
+        self.initialized = True
+        self.ended = False
+        return 0
+
+    cdef void free_state(self) noexcept:
+        if self.initialized:
+            inflateEnd(&self.strm)
+            memset(&self.strm, 0, sizeof(z_stream))
+            self.initialized = False
+        self.ended = False
+
+    cdef int inflate_some(self, const uint8_t *src, Py_ssize_t n, uint8_t *dst, Py_ssize_t room,
+                          Py_ssize_t *consumed, Py_ssize_t *produced) except -2:
+        """Inflate from ``src`` into at most ``room`` bytes at ``dst``.  Returns 0 (more
+        may follow), 1 (the deflate stream ended: a final block), -1 (corrupt data)."""
+        cdef int rc
+        consumed[0] = 0
+        produced[0] = 0
+        if not self.initialized:
+            self._init()
+        if self.ended:
+            return -1 if n else 1
+        self.strm.next_in = src
+        self.strm.avail_in = <unsigned int>(n if n < SLICE else SLICE)
+        self.strm.next_out = dst
+        self.strm.avail_out = <unsigned int>(room if room < SLICE else SLICE)
+        rc = inflate(&self.strm, Z_SYNC_FLUSH)
+        consumed[0] = self.strm.next_in - src
+        produced[0] = self.strm.next_out - dst
+        self.strm.next_in = NULL
+        self.strm.next_out = NULL
+        if rc == Z_OK or rc == Z_BUF_ERROR:
+            return 0
+        if rc == Z_STREAM_END:
+            self.ended = True
+            return 1
+        if rc == Z_MEM_ERROR:
+            raise MemoryError()
+        return -1
+
+    cdef int end_message(self, bint keep_context) except -1:
+        """A message is complete: forget it, or keep its window for the next one."""
+        cdef unsigned char *window
+        cdef unsigned int size = 0
+        if not self.initialized:
+            return 0
+        if not keep_context:
+            inflateReset(&self.strm)
+        elif self.ended:
+            # The peer closed its deflate stream (a final block) but keeps its context:
+            # start a new stream over the same window.
+            window = <unsigned char *>malloc(1 << self.window_bits)
+            if window == NULL:
+                raise MemoryError()
+            try:
+                inflateGetDictionary(&self.strm, window, &size)
+                inflateReset(&self.strm)
+                if size:
+                    inflateSetDictionary(&self.strm, window, size)
+            finally:
+                free(window)
+        self.ended = False
+        return 0
+
+
+cdef list _inflater_pool = []
+
+
+cdef class PerMessageDeflate:
+    """permessage-deflate as negotiated for one connection.
+
+    ``local_*`` describe what this side sends (the server's parameters in the server
+    role), ``remote_*`` what the peer sends.  Messages shorter than ``compress_threshold``
+    bytes are sent uncompressed unless a send forces compression.
+    """
+
+    def __init__(self, *, bint client=False, bint local_no_context_takeover=True,
+                 bint remote_no_context_takeover=True, int local_max_window_bits=15,
+                 int remote_max_window_bits=15, int compression_level=6, int memory_level=8,
+                 Py_ssize_t compress_threshold=0):
+        if not 8 <= local_max_window_bits <= 15 or not 8 <= remote_max_window_bits <= 15:
+            raise ValueError("window bits must be 8-15")
+        if not 0 <= compression_level <= 9:
+            raise ValueError("compression_level must be 0-9")
+        if not 1 <= memory_level <= 9:
+            raise ValueError("memory_level must be 1-9")
+        if compress_threshold < 0:
+            raise ValueError("compress_threshold must not be negative")
+        self.client = client
+        self.local_no_context_takeover = local_no_context_takeover
+        self.remote_no_context_takeover = remote_no_context_takeover
+        self.local_max_window_bits = local_max_window_bits
+        self.remote_max_window_bits = remote_max_window_bits
+        self.compression_level = compression_level
+        self.memory_level = memory_level
+        self.compress_threshold = compress_threshold
+        self.can_compress = local_max_window_bits >= 9
+
+    def __dealloc__(self):
+        self.release()
+
+    cdef Deflater get_deflater(self):
+        if self.deflater is None:
+            if self.local_no_context_takeover:
+                self.deflater = _shared_deflater(self.local_max_window_bits,
+                                                 self.compression_level, self.memory_level)
+            else:
+                self.deflater = Deflater(self.local_max_window_bits, self.compression_level,
+                                         self.memory_level, False)
+        return self.deflater
+
+    cdef Inflater begin_message(self):
+        self.wire_in = 0
+        if self.inflater is None:
+            if self.remote_no_context_takeover:
+                self.inflater = _inflater_pool.pop() if _inflater_pool else Inflater(15)
+                self.inflater_borrowed = True
+            else:
+                # A compliant 256-byte-window peer is decoded by a 512-byte window just as
+                # well, and zlib-based peers that cannot make 8 send with 9.
+                self.inflater = Inflater(max(9, self.remote_max_window_bits))
+        return self.inflater
+
+    cdef int end_message(self) except -1:
+        cdef Inflater inflater = self.inflater
+        if inflater is None:
+            return 0
+        if self.inflater_borrowed:
+            self.inflater = None
+            self.inflater_borrowed = False
+            inflater.end_message(False)
+            if len(_inflater_pool) < POOL_SIZE:
+                _inflater_pool.append(inflater)
+        else:
+            inflater.end_message(not self.remote_no_context_takeover)
+        return 0
+
+    cdef void release(self) noexcept:
+        """The connection is gone: free what is ours (shared state stays shared)."""
+        if self.inflater is not None:
+            self.inflater.free_state()
+            self.inflater = None
+            self.inflater_borrowed = False
+        if self.deflater is not None:
+            if not self.local_no_context_takeover:
+                self.deflater.free_state()
+            self.deflater = None
+
+    @property
+    def has_inflater(self):
+        """True while this connection holds a decompressor (for tests and memory checks)."""
+        return self.inflater is not None
+
+    @property
+    def has_own_deflater(self):
+        """True if this connection has a compressor of its own (it keeps its context)."""
+        return self.deflater is not None and not self.local_no_context_takeover
+
+    def __repr__(self):
+        return (f"<PerMessageDeflate local(no_context_takeover={self.local_no_context_takeover},"
+                f" max_window_bits={self.local_max_window_bits}) remote(no_context_takeover="
+                f"{self.remote_no_context_takeover}, max_window_bits="
+                f"{self.remote_max_window_bits}) level={self.compression_level}"
+                f" threshold={self.compress_threshold}>")
+
+
+def inflater_pool_size():
+    """How many free inflaters the process keeps (for tests)."""
+    return len(_inflater_pool)

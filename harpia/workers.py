@@ -1,0 +1,359 @@
+"""``app.listen(workers=N)``: N processes serving one port, supervised by the parent.
+
+Each worker is a *forked* copy of the parent (``multiprocessing`` with the "fork" start
+method), so the app works wherever it was defined: in the ``__main__`` of a script, with
+lambdas and closures as handlers, nothing is pickled or re-imported.  The price of fork:
+call ``listen(workers=N)`` before starting threads or an event loop in the parent, and
+create per-process resources (database pools, clients) in the workers, not at import time.
+Linux and other Unixes with ``SO_REUSEPORT``; not on Windows.
+
+Every worker runs the single-process serving path (``App._serve_until_signal``) on its own
+socket bound with ``SO_REUSEPORT``: the kernel spreads new connections over the workers'
+accept queues.  The parent does not serve; it
+
+* binds the address first (``SO_REUSEPORT``, not listening) so that a busy port fails once,
+  in the parent, and ``port=0`` becomes one free port shared by all workers;
+* starts the workers and waits until every one listens; if one fails to start (the port,
+  TLS files, Redis unreachable for a ``pubsub`` backplane, ...), it stops the others and
+  raises that worker's exception;
+* restarts a worker that dies, with a warning in the log (``logging.getLogger("harpia")``);
+  one that dies again within ``FAST_FAILURE`` seconds of starting waits before its next
+  restart (0.5 s, doubling up to 30 s);
+* on SIGINT or SIGTERM sends SIGTERM to every worker (each closes its connections with 1001,
+  as a single process does), waits ``close_timeout + 5`` seconds, kills what is left, and
+  returns.
+
+Workers share no memory: ``app.websocket.connections`` and ``subscriber_count`` are per
+worker, and without a backplane ``app.publish`` in one worker reaches only that worker's
+connections.  ``harpia(pubsub="redis://...")`` makes a publish reach all of them.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["run_workers"]
+
+logger = logging.getLogger("harpia")
+
+#: A worker that dies sooner than this after starting is restarted with a growing delay.
+FAST_FAILURE = 5.0
+MAX_RESTART_DELAY = 30.0
+#: How long a worker may take to start listening (a backplane connects within this too).
+START_TIMEOUT = 60.0
+
+
+def run_workers(
+    app: App,
+    *,
+    host: str,
+    port: int,
+    tls: Mapping[str, Any] | ssl.SSLContext | None,
+    workers: int,
+) -> None:
+    """Serve ``app`` with ``workers`` processes on ``host:port`` until SIGINT/SIGTERM."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"workers must be a positive integer, got {workers!r}")
+    if sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods():
+        raise ConfigurationError("workers > 1 needs fork(): not available on this platform")
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigurationError("workers > 1 needs SO_REUSEPORT: not available on this platform")
+    from .server import make_ssl_context
+
+    # Load certificates once, here: a bad path fails before any process starts.
+    context = make_ssl_context(tls)
+    if app._backplane is None:
+        logger.info("%d workers without pubsub: app.publish reaches only the connections of "
+                    "the worker that publishes", workers)
+    reservation = _reserve(host, port)
+    try:
+        supervisor = _Supervisor(app, host, int(reservation.getsockname()[1]), context, workers,
+                                 reservation)
+        supervisor.run()
+    finally:
+        reservation.close()
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """Bind (without listening) with SO_REUSEPORT: checks the address, and holds the port
+    (the one the kernel picked, for port 0) while workers come and go."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Worker:
+    __slots__ = ("index", "process", "conn", "started_at", "ready")
+
+    def __init__(self, index: int, process: Any, conn: multiprocessing.connection.Connection) -> None:
+        self.index = index
+        self.process = process
+        self.conn: multiprocessing.connection.Connection | None = conn
+        self.started_at = time.monotonic()
+        self.ready = False
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+
+class _Supervisor:
+    def __init__(self, app: App, host: str, port: int, tls: ssl.SSLContext | None,
+                 count: int, reservation: socket.socket) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.count = count
+        self.reservation = reservation
+        self.context = multiprocessing.get_context("fork")
+        self.workers: dict[int, _Worker] = {}
+        self.delays = [0.0] * count          # the next restart delay of each slot
+        self.restart_at: dict[int, float] = {}
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.stopping = False
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.parent_pid:  # a fork that has not reset its handlers yet
+            return
+        self.stopping = True
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:  # pragma: no cover - the pipe is full: a wake-up is pending anyway
+            pass
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, index: int) -> _Worker:
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_worker_main,
+            args=(self.app, self.host, self.port, self.tls, sender,
+                  (self.wake_r, self.wake_w, self.reservation.fileno(), receiver.fileno())),
+            name=f"harpia-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        sender.close()
+        worker = self.workers[index] = _Worker(index, process, receiver)
+        return worker
+
+    def run(self) -> None:
+        self.parent_pid = os.getpid()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self._start_all()
+            if not self.stopping:
+                self._announce()
+                self._supervise()
+        finally:
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    def _announce(self) -> None:
+        scheme = "wss" if self.tls is not None else "ws"
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        pids = ", ".join(str(w.pid) for w in self.workers.values())
+        line = f"harpia listening on {scheme}://{host}:{self.port} with {self.count} workers (pids {pids})"
+        if logger.hasHandlers():
+            logger.info("%s", line)
+        else:
+            print(line, flush=True)
+
+    def _start_all(self) -> None:
+        for index in range(self.count):
+            self._spawn(index)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.stopping and not all(w.ready for w in self.workers.values()):
+            waiting = [self.wake_r]
+            for worker in self.workers.values():
+                waiting.append(worker.process.sentinel)
+                if worker.conn is not None:
+                    waiting.append(worker.conn)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(f"the workers did not start listening within {START_TIMEOUT:.0f} s")
+            multiprocessing.connection.wait(waiting, remaining)
+            self._drain_wake()
+            for worker in list(self.workers.values()):
+                error = self._poll(worker)
+                if error is not None:
+                    raise error
+                if not worker.ready and not worker.process.is_alive():
+                    raise RuntimeError(
+                        f"worker {worker.index} (pid {worker.pid}) exited with "
+                        f"{_describe_exit(worker.process.exitcode)} before listening")
+
+    def _poll(self, worker: _Worker) -> BaseException | None:
+        """Read the worker's reports: 'ready', or the exception it failed to start with."""
+        conn = worker.conn
+        while conn is not None and conn.poll():
+            try:
+                kind, value = conn.recv()
+            except (EOFError, OSError):
+                conn.close()
+                worker.conn = conn = None
+                break
+            except Exception as exc:  # an exception that does not unpickle
+                return RuntimeError(f"worker {worker.index} failed to start: {exc!r}")
+            if kind == "ready":
+                worker.ready = True
+            elif kind == "error":
+                return value if isinstance(value, BaseException) else RuntimeError(str(value))
+        return None
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _supervise(self) -> None:
+        while not self.stopping:
+            waiting: list[Any] = [self.wake_r]
+            for worker in self.workers.values():
+                waiting.append(worker.process.sentinel)
+                if worker.conn is not None:
+                    waiting.append(worker.conn)
+            timeout = None
+            if self.restart_at:
+                timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
+            multiprocessing.connection.wait(waiting, timeout)
+            self._drain_wake()
+            if self.stopping:
+                break
+            now = time.monotonic()
+            for index, worker in list(self.workers.items()):
+                error = self._poll(worker)
+                if error is not None:
+                    logger.error("worker %d (pid %d) failed: %r", index, worker.pid, error)
+                if worker.process.is_alive():
+                    if worker.ready and now - worker.started_at > FAST_FAILURE:
+                        self.delays[index] = 0.0
+                    continue
+                worker.process.join()
+                if worker.conn is not None:
+                    worker.conn.close()
+                del self.workers[index]
+                lived = now - worker.started_at
+                if lived < FAST_FAILURE:
+                    delay = self.delays[index] = min(MAX_RESTART_DELAY, max(0.5, self.delays[index] * 2))
+                else:
+                    delay = self.delays[index] = 0.0
+                logger.warning("worker %d (pid %d) exited with %s after %.1f s; restarting it%s",
+                               index, worker.pid, _describe_exit(worker.process.exitcode), lived,
+                               f" in {delay:.1f} s" if delay else "")
+                self.restart_at[index] = now + delay
+            for index, when in list(self.restart_at.items()):
+                if when <= time.monotonic():
+                    del self.restart_at[index]
+                    worker = self._spawn(index)
+                    logger.info("worker %d restarted (pid %d)", index, worker.pid)
+
+    def _stop_all(self) -> None:
+        """SIGTERM to every worker (each shuts down gracefully), bounded wait, then SIGKILL."""
+        live = [w for w in self.workers.values() if w.process.is_alive()]
+        if live:
+            logger.info("stopping %d worker(s)", len(live))
+        for worker in live:
+            try:
+                os.kill(worker.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.app.close_timeout + 5.0
+        for worker in live:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in live:
+            if worker.process.is_alive():
+                logger.warning("worker %d (pid %d) did not stop in time: killing it",
+                               worker.index, worker.pid)
+                worker.process.kill()
+                worker.process.join(5)
+        for worker in self.workers.values():
+            if worker.conn is not None:
+                worker.conn.close()
+                worker.conn = None
+        self.workers.clear()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
+                 report: multiprocessing.connection.Connection, inherited: tuple[int, ...]) -> None:
+    """The body of a worker process (forked: ``app`` is the parent's object, copied)."""
+    import asyncio
+
+    from .app import run
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the loop installs its own once it runs
+        signal.signal(sig, signal.SIG_DFL)
+    for fd in inherited:  # the parent's ends: the wake-up pipe, the reservation, other pipes
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    async def serve() -> None:
+        task = asyncio.ensure_future(app._serve_until_signal(host, port, tls, reuse_port=True))
+        # The serving path registers its listener once it is bound (and the backplane is up).
+        while not task.done() and not app._listeners:
+            await asyncio.sleep(0.005)
+        if not task.done():
+            report.send(("ready", os.getpid()))
+        await task
+
+    try:
+        run(serve())
+    except BaseException as exc:
+        try:
+            report.send(("error", exc))
+        except Exception:  # it does not pickle: send its text
+            report.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+        report.close()
+        sys.exit(3)
+    report.close()

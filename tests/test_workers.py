@@ -1,0 +1,219 @@
+"""``app.listen(workers=N)``: processes on one port, spread, broadcast through the backplane,
+supervised (a dead worker comes back), stopped gracefully by one signal to the parent."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis_server import RedisServer, free_port, redis_server  # noqa: F401 - a fixture
+from wsclient import RawClient
+
+from harpia import ConfigurationError, harpia
+
+# An app defined in the __main__ of a script, with lambdas: fork needs nothing importable.
+SCRIPT = """
+import os, sys
+from harpia import harpia, BackplaneError
+
+app = harpia(pubsub=sys.argv[1] if sys.argv[1] != "-" else None)
+
+def on_open(ws):
+    ws.subscribe("all")
+    ws.send(f"pid {os.getpid()}")
+
+app.ws("/", {"open": on_open, "message": lambda ws, message: app.publish("all", message)})
+
+if __name__ == "__main__":
+    try:
+        app.listen(host="127.0.0.1", port=int(sys.argv[2]), workers=2)
+    except Exception as exc:
+        print("FAILED", type(exc).__name__, exc, flush=True)
+        sys.exit(7)
+    print("STOPPED", flush=True)
+"""
+
+
+class Cluster:
+    """The script as a subprocess: its stdout and stderr go to files the test reads."""
+
+    def __init__(self, tmp_path: Path, pubsub: str, port: int = 0) -> None:
+        script = tmp_path / "app.py"
+        script.write_text(SCRIPT)
+        self.out_path = tmp_path / "out.txt"
+        self.err_path = tmp_path / "err.txt"
+        self.out = self.out_path.open("wb")
+        self.err = self.err_path.open("wb")
+        self.process = subprocess.Popen([sys.executable, str(script), pubsub, str(port)],
+                                        stdout=self.out, stderr=self.err, cwd=tmp_path)
+        self.port = 0
+        self.pids: set[int] = set()
+
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    async def started(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+) with 2 workers \(pids (\d+), (\d+)\)",
+                              self.stdout())
+            if match:
+                self.port = int(match.group(1))
+                self.pids = {int(match.group(2)), int(match.group(3))}
+                return
+            assert self.process.poll() is None, self.stdout() + self.stderr()
+            await asyncio.sleep(0.05)
+        raise AssertionError("the workers did not start: " + self.stdout() + self.stderr())
+
+    async def wait(self, timeout: float = 15.0) -> int:
+        code = await asyncio.wait_for(asyncio.to_thread(self.process.wait), timeout)
+        self.out.close()
+        self.err.close()
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.out.close()
+        self.err.close()
+
+
+async def connect(port: int, n: int) -> list[tuple[RawClient, int]]:
+    """``n`` clients, each with the pid of the worker that took it."""
+    clients = await asyncio.gather(*(RawClient.open(port) for _ in range(n)))
+    result = []
+    for client in clients:
+        greeting = await client.recv_message()
+        assert isinstance(greeting, str) and greeting.startswith("pid ")
+        result.append((client, int(greeting.split()[1])))
+    return result
+
+
+def test_workers_spread_broadcast_restart_and_stop(redis_server: RedisServer, tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, redis_server.url)
+
+    async def scenario() -> None:
+        await cluster.started()
+        clients = await connect(cluster.port, 24)
+        # The kernel spreads connections over both workers' sockets (SO_REUSEPORT).
+        assert {pid for _, pid in clients} == cluster.pids
+        deadline = time.monotonic() + 5
+        while redis_server.numsub("harpia:all") != {"harpia:all": 2}:
+            assert time.monotonic() < deadline, "both workers subscribe to the topic"
+            await asyncio.sleep(0.02)
+        # A broadcast from a client of either worker reaches all 24, once each.
+        first = next(c for c, pid in clients if pid == min(cluster.pids))
+        other = next(c for c, pid in clients if pid == max(cluster.pids))
+        await first.send_text("one")
+        await other.send_text("two")
+        for client, _ in clients:
+            assert sorted([await client.recv_message(), await client.recv_message()]) == ["one", "two"]
+        for client, _ in clients:
+            with pytest.raises(asyncio.TimeoutError):
+                await client.recv_message(timeout=0.05)
+
+        # A worker that dies is logged and replaced; its clients lose their connection only.
+        victim = min(cluster.pids)
+        os.kill(victim, signal.SIGKILL)
+        survivor = cluster.pids - {victim}
+        deadline = time.monotonic() + 10
+        while "restarting it" not in cluster.stderr():
+            assert time.monotonic() < deadline, cluster.stderr()
+            await asyncio.sleep(0.05)
+        assert f"worker 0 (pid {victim}) exited with signal SIGKILL" in cluster.stderr()
+        replacement: set[int] = set()
+        newcomers: list[tuple[RawClient, int]] = []
+        while not replacement:
+            assert time.monotonic() < deadline, "no connection reached the new worker"
+            newcomers += await connect(cluster.port, 8)
+            replacement = {pid for _, pid in newcomers} - cluster.pids
+        cluster.pids = survivor | replacement
+        while redis_server.numsub("harpia:all") != {"harpia:all": 2}:
+            assert time.monotonic() < deadline, "the new worker subscribes too"
+            await asyncio.sleep(0.02)
+        live = [(c, pid) for c, pid in clients if pid != victim]
+        sender = next(c for c, pid in newcomers if pid in replacement)
+        await sender.send_text("three")
+        for client, _ in live + newcomers:
+            assert await client.recv_message() == "three"
+
+        # One SIGTERM to the parent: every worker closes its clients with 1001, all exit.
+        cluster.process.send_signal(signal.SIGTERM)
+        for client, _ in live + newcomers:
+            frame = await client.recv_close()
+            assert frame.close_code == 1001
+            client.close()
+        assert await cluster.wait() == 0
+        assert "STOPPED" in cluster.stdout()
+        for pid in cluster.pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.kill()
+
+
+def test_without_backplane_a_publish_stays_in_its_worker(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, "-")
+
+    async def scenario() -> None:
+        await cluster.started()
+        clients = await connect(cluster.port, 16)
+        sender, home = clients[0]
+        await sender.send_text("local")
+        for client, pid in clients:
+            if pid == home:
+                assert await client.recv_message() == "local"
+            else:
+                with pytest.raises(asyncio.TimeoutError):
+                    await client.recv_message(timeout=0.2)
+            client.close()
+        cluster.process.send_signal(signal.SIGINT)
+        assert await cluster.wait() == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.kill()
+
+
+def test_a_worker_that_cannot_start_fails_listen(tmp_path: Path) -> None:
+    # Redis is not there: each worker's backplane fails; the parent raises the worker's error.
+    cluster = Cluster(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        code = asyncio.run(cluster.wait(30))
+    finally:
+        cluster.kill()
+    assert code == 7
+    assert "FAILED BackplaneError cannot reach Redis at redis://127.0.0.1:" in cluster.stdout()
+
+
+def test_workers_argument_and_busy_port_fail_in_the_parent() -> None:
+    app = harpia()
+    with pytest.raises(ConfigurationError, match="workers"):
+        app.listen(port=0, workers=0)
+    with pytest.raises(ConfigurationError, match="workers"):
+        app.listen(port=0, workers="2")  # type: ignore[arg-type]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            app.listen(host="127.0.0.1", port=busy.getsockname()[1], workers=2)
