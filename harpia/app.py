@@ -7,21 +7,25 @@ import logging
 import signal
 import ssl
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError
-from .handlers import RouteHandlers, bind_handlers
+from .handlers import HandlerObject, RouteHandlers, WebSocketHandlers, bind_handlers
+from .handshake import Request
 from .options import RouteOptions, route_options
 from .routing import Router
-from .server import Listener
+from .server import Listener, Response
+from .stats import AppStats, prometheus_text
 from .topics import ConnectionSet, TopicRegistry
 
 __all__ = ["App", "WebSocketRoute", "HttpRoute", "WebSocketNamespace", "harpia"]
 
 logger = logging.getLogger("harpia")
+
+T = TypeVar("T")
 
 
 class WebSocketRoute:
@@ -96,6 +100,7 @@ class App:
         self._router: Router[WebSocketRoute | HttpRoute] = Router()
         self._connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
         self._topics = TopicRegistry()
+        self._stats = AppStats()
         self._listeners: list[Listener] = []
         self.websocket = WebSocketNamespace(self)
         #: The cross-process broker (``pubsub="redis://..."`` or a ``Backplane``), or None.
@@ -106,12 +111,26 @@ class App:
 
     # ------------------------------------------------------------------ routes
 
-    def ws(self, path: str, handlers: object, **options: Any) -> None:
+    def ws(
+        self,
+        path: str,
+        handlers: WebSocketHandlers[T] | HandlerObject,
+        *,
+        data: Callable[[], T] | None = None,
+        upgrade: Callable[[Request], T | None | Awaitable[T | None]] | None = None,
+        **options: Any,
+    ) -> None:
         """Serve WebSocket connections on ``path`` (``/room/:roomId`` patterns allowed).
 
         ``handlers`` is a mapping or an object with any of ``open``, ``message``, ``close``,
-        ``error``, ``drain``, ``ping``, ``pong``; ``options`` are ``RouteOptions`` fields.
+        ``error``, ``drain``, ``ping``, ``pong``; ``data`` makes each connection's
+        ``ws.data`` (a class or factory), ``upgrade(request)`` runs before the 101 and
+        returns it instead; the other ``options`` are ``RouteOptions`` fields.
         """
+        if data is not None:
+            options["data"] = data
+        if upgrade is not None:
+            options["upgrade"] = upgrade
         bound = bind_handlers(handlers)
         self._router.add(path, WebSocketRoute(path, bound, route_options(options)))
 
@@ -125,6 +144,24 @@ class App:
     def _ws_routes(self) -> list[WebSocketRoute]:
         routes = list(self._router._static.values()) + [r for _, r in self._router._patterns]
         return [r for r in routes if isinstance(r, WebSocketRoute)]
+
+    # ------------------------------------------------------------------ metrics
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process: open/opened connections, closes by code, refused
+        handshakes by status, messages and bytes in and out, backpressure events, dropped
+        sends, subscribers per topic."""
+        topics = {topic: self._topics.subscriber_count(topic) for topic in self._topics.topics()}
+        return self._stats.snapshot(self._connections.snapshot(), topics)
+
+    def metrics_text(self) -> str:
+        """``stats()`` in the Prometheus text format."""
+        return prometheus_text(self.stats())
+
+    def expose_metrics(self, path: str = "/metrics") -> None:
+        """Serve ``metrics_text()`` on ``path`` for a Prometheus scraper."""
+        self.get(path, lambda request: Response(
+            self.metrics_text(), content_type="text/plain; version=0.0.4; charset=utf-8"))
 
     # ------------------------------------------------------------------ pub/sub
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl
@@ -41,13 +42,13 @@ class AttributeBag:
         return f"AttributeBag({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
-class ServerWebSocket(FrameEngine, Generic[T]):
+class ServerWebSocket(FrameEngine, asyncio.Protocol, Generic[T]):
     """One client connection, as handlers see it (``ws``)."""
 
     __slots__ = (
         "app", "route", "listener", "transport", "head", "params", "remote_address",
         "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
-        "_close_timer", "_close_notified", "_ping_outstanding",
+        "_close_timer", "_close_notified", "_ping_outstanding", "_opened_at",
     )
 
     def __init__(
@@ -296,6 +297,8 @@ class ServerWebSocket(FrameEngine, Generic[T]):
         """Called by the listener once the 101 is written."""
         self.app._connections.add(self)
         self.listener.connections.add(self)
+        self.app._stats.opened += 1
+        self._opened_at = time.monotonic()
         handler = self.route.handlers.open
         if handler is None:
             return
@@ -320,6 +323,11 @@ class ServerWebSocket(FrameEngine, Generic[T]):
             code, reason = self.close_code_received, self.close_reason_received
         else:
             code, reason = 1006, ""
+        self.app._stats.connection_closed(self, code)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("closed %#x %s from %s: code %d%s after %.3f s", id(self), self.head.path,
+                         self.remote_address, code, f" ({reason})" if reason else "",
+                         time.monotonic() - self._opened_at)
         handler = self.route.handlers.close
         if handler is not None:
             self._call(handler, self, code, reason)
@@ -334,8 +342,9 @@ class ServerWebSocket(FrameEngine, Generic[T]):
 
     def _spawn(self, awaitable: Awaitable[Any], resume: bool = False) -> asyncio.Task[Any] | None:
         loop = self.listener.loop
+        task: asyncio.Task[Any]
         if _EAGER:
-            task = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg, arg-type]
+            task = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg, arg-type, unused-ignore]
         else:
             task = loop.create_task(awaitable)  # type: ignore[arg-type]
         if task.done():

@@ -278,7 +278,7 @@ class HttpProtocol(asyncio.Protocol):
         listener = self.listener
         listener._handshaking.add(self)
         if not listener.accepting:
-            transport.abort()
+            self.transport.abort()
             return
         self.timer = listener.loop.call_later(listener.handshake_timeout, self._timed_out)
 
@@ -328,6 +328,9 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     def _respond(self, response: bytes) -> None:
+        status = int(response[9:12])
+        if status >= 400:
+            self.listener.app._stats.handshake_failures[status] += 1
         self._done()
         transport = self.transport
         if not transport.is_closing():

@@ -20,7 +20,7 @@ import base64
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._frames import FrameEngine
 from .app import App
@@ -28,12 +28,15 @@ from .errors import ConnectionClosed, HandshakeError
 from .handshake import accept_key
 from .server import HttpProtocol, Listener
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 __all__ = ["TestClient", "TestWebSocket"]
 
 _CLOSED = object()
 
 
-class TestWebSocket(FrameEngine):
+class TestWebSocket(FrameEngine, asyncio.Protocol):
     """The client side of one test connection."""
 
     __test__ = False  # not a pytest test class
@@ -61,9 +64,9 @@ class TestWebSocket(FrameEngine):
         self._closed = loop.create_future()
         self.attach(self.transport.write)  # type: ignore[union-attr]
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: ReadableBuffer) -> None:
         if self.status is None:
-            self._head += data
+            self._head += bytes(data)
             end = self._head.find(b"\r\n\r\n")
             if end < 0:
                 return

@@ -1,0 +1,96 @@
+"""Counters of one app: what ``app.stats()`` returns and ``/metrics`` shows.
+
+Per-message counters live in the frame engine (C integers on each connection, no cost
+when nobody reads them); here they are summed over the open connections plus the totals
+of the connections that already closed, and exported as a dict or as Prometheus text.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+__all__ = ["AppStats", "prometheus_text"]
+
+#: The engine counters summed per app (attributes of FrameEngine).
+ENGINE_COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out",
+                   "backpressure_events", "dropped")
+
+
+class _Counted(Protocol):
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    backpressure_events: int
+    dropped: int
+
+
+class AppStats:
+    """Totals of the connections that closed, and the events that are not per message."""
+
+    __slots__ = ("opened", "closes", "handshake_failures", "closed_totals")
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closes: Counter[int] = Counter()
+        self.handshake_failures: Counter[int] = Counter()
+        self.closed_totals: Counter[str] = Counter()
+
+    def connection_closed(self, connection: _Counted, code: int) -> None:
+        self.closes[code] += 1
+        for name in ENGINE_COUNTERS:
+            self.closed_totals[name] += getattr(connection, name, 0)
+
+    def snapshot(self, live: Iterable[_Counted], subscribers: dict[str, int]) -> dict[str, Any]:
+        totals = Counter(self.closed_totals)
+        open_now = 0
+        for connection in live:
+            open_now += 1
+            for name in ENGINE_COUNTERS:
+                totals[name] += getattr(connection, name, 0)
+        return {
+            "connections_open": open_now,
+            "connections_opened": self.opened,
+            "closes_by_code": dict(sorted(self.closes.items())),
+            "handshake_failures_by_status": dict(sorted(self.handshake_failures.items())),
+            **{name: totals[name] for name in ENGINE_COUNTERS},
+            "topics": dict(sorted(subscribers.items())),
+        }
+
+
+_HELP = {
+    "connections_open": ("gauge", "Open WebSocket connections."),
+    "connections_opened": ("counter", "WebSocket connections opened."),
+    "messages_in": ("counter", "Messages received."),
+    "messages_out": ("counter", "Messages queued for sending."),
+    "bytes_in": ("counter", "Bytes received on WebSocket connections."),
+    "bytes_out": ("counter", "Bytes queued for sending on WebSocket connections."),
+    "backpressure_events": ("counter", "Sends that took a connection over its backpressure limit."),
+    "dropped": ("counter", "Sends dropped (connection closing or over its limit)."),
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(stats: dict[str, Any], prefix: str = "harpia") -> str:
+    """The Prometheus text exposition format (version 0.0.4) of ``app.stats()``."""
+    lines: list[str] = []
+    for name, (kind, text) in _HELP.items():
+        metric = f"{prefix}_{name}" + ("_total" if kind == "counter" else "")
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric} {stats[name]}"]
+    lines += [f"# HELP {prefix}_closes_total Connections closed, by close code.",
+              f"# TYPE {prefix}_closes_total counter"]
+    lines += [f'{prefix}_closes_total{{code="{code}"}} {count}'
+              for code, count in stats["closes_by_code"].items()]
+    lines += [f"# HELP {prefix}_handshake_failures_total Refused upgrades, by HTTP status.",
+              f"# TYPE {prefix}_handshake_failures_total counter"]
+    lines += [f'{prefix}_handshake_failures_total{{status="{status}"}} {count}'
+              for status, count in stats["handshake_failures_by_status"].items()]
+    lines += [f"# HELP {prefix}_topic_subscribers Subscribers per topic in this process.",
+              f"# TYPE {prefix}_topic_subscribers gauge"]
+    lines += [f'{prefix}_topic_subscribers{{topic="{_escape(topic)}"}} {count}'
+              for topic, count in stats["topics"].items()]
+    return "\n".join(lines) + "\n"
