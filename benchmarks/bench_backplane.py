@@ -326,20 +326,25 @@ def main() -> int:
         return statistics.median(r[key] for r in runs[setup])
 
     one, two = (med(s, "deliveries_per_s") for s in setups)
+    last_two = runs["2 processes"][-1]
+    envelopes = sum((b or {}).get("published", 0) for b in last_two["backplane"])
+    published = int(last_two["msgs_per_s"] * last_two["duration_s"])
     lines = [
         f"Publish to {args.conns:,} subscribers, {args.size} B text, {args.duration:g} s measured, "
         f"median of {args.repeat}; {'unpinned' if args.no_pin else 'servers and redis-server on CPU 0, wsload on CPU 1'}.",
         "",
-        "| setup | deliveries/s | publishes/s | subscribers per process |",
-        "| --- | ---: | ---: | --- |",
+        "| setup | deliveries/s | publishes/s | subscribers per process | wsload CPU |",
+        "| --- | ---: | ---: | --- | ---: |",
     ]
     for setup in setups:
         last = runs[setup][-1]
         lines.append(f"| {setup}{'' if setup == '1 process' else ' through Redis'} | {med(setup, 'deliveries_per_s'):,.0f} "
-                     f"| {med(setup, 'msgs_per_s'):,.0f} | {' + '.join(str(n) for n in last['peak_connections'])} |")
+                     f"| {med(setup, 'msgs_per_s'):,.0f} | {' + '.join(str(n) for n in last['peak_connections'])} "
+                     f"| {med(setup, 'loadgen_cpu_pct'):.0f} % |")
     lines += [
         "",
-        f"2 processes through Redis / 1 process: {two / one:.2f}x",
+        f"2 processes through Redis / 1 process: {two / one:.2f}x "
+        f"(Redis messages: {envelopes:,} envelopes for {published:,} publishes in the last run)",
         "",
         f"Cross-process publish latency ({latency['added']['n']:,} publishes, one at a time):",
         "",

@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
 from ._frames import CLOSED, CLOSING, CONNECTING, OPEN
 from .app import App, harpia
 from .connection import ServerWebSocket
+from .deflate import DeflateOptions
 from .errors import (
     BackplaneError,
     ConfigurationError,
@@ -46,6 +47,7 @@ __all__ = [
     "Headers",
     "Listener",
     "RouteOptions",
+    "DeflateOptions",
     "Reject",
     "HarpiaError",
     "ProtocolError",

@@ -201,8 +201,9 @@ class RedisBackplane:
         self.ping_interval = float(ping_interval)
         self.max_pending = int(max_pending)
         self.redis_options = redis_options
-        #: Counters: messages forwarded to Redis, envelopes received from other processes,
-        #: messages not forwarded (broker down or queue full), outages seen.
+        #: Counters: envelopes sent to Redis (one per topic per loop turn), messages and
+        #: envelopes received from other processes, messages not forwarded (broker down,
+        #: queue full; an envelope whose PUBLISH failed counts once), outages.
         self.stats = {"published": 0, "received": 0, "dropped": 0, "outages": 0}
         # Topics with local subscribers (kept before start too), and those changed since the
         # last SUBSCRIBE/UNSUBSCRIBE; channels subscribed on the current connection.
@@ -363,11 +364,12 @@ class RedisBackplane:
         if not self._up or self._pending > self.max_pending:
             self._drop()
             return
+        data: bytes
         if isinstance(message, str):
-            data: bytes | str = message.encode()
+            data = message.encode()
             opcode = _TEXT
         else:
-            data = message if type(message) is bytes else bytes(message)
+            data = message if isinstance(message, bytes) else bytes(message)
             opcode = _BINARY
         envelope = self._open.get(topic)
         if envelope is None:
@@ -377,7 +379,7 @@ class RedisBackplane:
             self._outbox.append((topic, envelope))
         size = len(data)
         envelope += _RECORD.pack(opcode, size)
-        envelope += data  # type: ignore[operator]
+        envelope += data
         self._pending += size + 5
         if len(envelope) >= ENVELOPE_LIMIT:
             del self._open[topic]
@@ -410,6 +412,8 @@ class RedisBackplane:
             finally:
                 if not session.done():
                     session.cancel()
+            if self._closing:
+                return
             error: BaseException | None
             if session.cancelled():
                 error = ConnectionError("connection found dead")
@@ -498,7 +502,7 @@ class RedisBackplane:
             self.stats["outages"] += 1
             self._down_since = time.monotonic()
             logger.warning("pubsub backplane: lost Redis at %s (%s); delivering locally only "
-                           "and reconnecting", self.url, error or type(error).__name__)
+                           "and reconnecting", self.url, str(error) or type(error).__name__)
         elif starting:
             if self.retry_at_start:  # start() reports it; the recovery is logged later
                 self._down_since = time.monotonic()
@@ -538,28 +542,27 @@ class RedisBackplane:
             while self._dirty and self._pubsub is not None:
                 pubsub = self._pubsub
                 dirty, self._dirty = self._dirty, set()
-                add: list[bytes] = []
+                add: list[tuple[bytes, str]] = []
                 remove: list[bytes] = []
                 for topic in dirty:
                     channel = self.channel(topic)
                     if topic in self._wanted:
                         if channel not in self._subscribed:
-                            add.append(channel)
+                            add.append((channel, topic))
                     elif channel in self._subscribed:
                         remove.append(channel)
                 for i in range(0, len(add), 10000):
                     chunk = add[i:i + 10000]
-                    for channel in chunk:
+                    for channel, topic in chunk:
                         self._subscribed.add(channel)
-                        self._topic_of[channel] = channel[len(self.channel_prefix.encode()):].decode(
-                            "utf-8", "surrogatepass")
-                    await pubsub.subscribe(*chunk)
+                        self._topic_of[channel] = topic
+                    await pubsub.subscribe(*(channel for channel, _ in chunk))
                 for i in range(0, len(remove), 10000):
-                    chunk = remove[i:i + 10000]
-                    for channel in chunk:
+                    chunk_names = remove[i:i + 10000]
+                    for channel in chunk_names:
                         self._subscribed.discard(channel)
                         self._topic_of.pop(channel, None)
-                    await pubsub.unsubscribe(*chunk)
+                    await pubsub.unsubscribe(*chunk_names)
 
     # ------------------------------------------------------------------ publishing
 

@@ -17,11 +17,11 @@ accept queues.  The parent does not serve; it
   TLS files, Redis unreachable for a ``pubsub`` backplane, ...), it stops the others and
   raises that worker's exception;
 * restarts a worker that dies, with a warning in the log (``logging.getLogger("harpia")``);
-  one that dies again within ``FAST_FAILURE`` seconds of starting waits before its next
-  restart (0.5 s, doubling up to 30 s);
+  one that dies within ``FAST_FAILURE`` seconds of starting waits before its restart
+  (0.5 s, doubling while it keeps dying that fast, up to 30 s);
 * on SIGINT or SIGTERM sends SIGTERM to every worker (each closes its connections with 1001,
   as a single process does), waits ``close_timeout + 5`` seconds, kills what is left, and
-  returns.
+  returns.  (On Linux a worker also stops gracefully if the parent itself is killed.)
 
 Workers share no memory: ``app.websocket.connections`` and ``subscriber_count`` are per
 worker, and without a backplane ``app.publish`` in one worker reaches only that worker's
@@ -158,7 +158,8 @@ class _Supervisor:
         process = self.context.Process(
             target=_worker_main,
             args=(self.app, self.host, self.port, self.tls, sender,
-                  (self.wake_r, self.wake_w, self.reservation.fileno(), receiver.fileno())),
+                  (self.wake_r, self.wake_w, self.reservation.fileno(), receiver.fileno()),
+                  os.getpid()),
             name=f"harpia-worker-{index}",
             daemon=False,
         )
@@ -169,7 +170,7 @@ class _Supervisor:
 
     def run(self) -> None:
         self.parent_pid = os.getpid()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, self._on_signal)
@@ -200,7 +201,7 @@ class _Supervisor:
             self._spawn(index)
         deadline = time.monotonic() + START_TIMEOUT
         while not self.stopping and not all(w.ready for w in self.workers.values()):
-            waiting = [self.wake_r]
+            waiting: list[Any] = [self.wake_r]
             for worker in self.workers.values():
                 waiting.append(worker.process.sentinel)
                 if worker.conn is not None:
@@ -323,8 +324,24 @@ def _describe_exit(code: int | None) -> str:
     return f"code {code}"
 
 
+def _stop_with_parent(parent: int) -> None:
+    """Linux: SIGTERM (a graceful stop) to this worker if the supervisor dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl here
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
-                 report: multiprocessing.connection.Connection, inherited: tuple[int, ...]) -> None:
+                 report: multiprocessing.connection.Connection, inherited: tuple[int, ...],
+                 parent: int) -> None:
     """The body of a worker process (forked: ``app`` is the parent's object, copied)."""
     import asyncio
 
@@ -332,6 +349,7 @@ def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # the loop installs its own once it runs
         signal.signal(sig, signal.SIG_DFL)
+    _stop_with_parent(parent)
     for fd in inherited:  # the parent's ends: the wake-up pipe, the reservation, other pipes
         try:
             os.close(fd)

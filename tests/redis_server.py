@@ -6,7 +6,8 @@ skipped: a backplane that was never run against a real broker is not tested.
 
     server = RedisServer.start()      # waits until it answers PING
     server.url                        # "redis://127.0.0.1:<port>/0"
-    server.kill(); server.restart()   # a broker outage, on the same port
+    server.kill(); server.launch()    # a broker outage, on the same port
+    server.pause(); server.resume()   # a broker that hangs without closing anything
     server.stop()
 """
 from __future__ import annotations
@@ -107,12 +108,22 @@ class RedisServer:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(5)
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a host that hangs)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         self.kill()
         self.launch()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:
                 self.process.wait(5)

@@ -300,6 +300,32 @@ async def test_redis_restart_mid_run_resumes_delivery(redis_server: RedisServer,
     assert bps[0].stats["outages"] == 1 and bps[1].stats["outages"] == 1
 
 
+async def test_a_silent_broker_is_noticed_by_ping(redis_server: RedisServer,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    bp = backplane(redis_server.url, ping_interval=0.2, socket_timeout=0.5, connect_timeout=0.5)
+    app = make_app(bp)
+    async with app.serve() as listener:
+        c1, c2 = await open_clients(listener.port, 2)
+        for client in (c1, c2):
+            await command(client, "sub news")
+        await eventually(lambda: redis_server.numsub("harpia:news") == {"harpia:news": 1})
+        redis_server.pause()  # no error, no close: only silence
+        try:
+            await eventually(lambda: not bp.connected, what="the silence noticed")
+            await c1.send_text("pub news local")
+            await expect(c1, "local")
+            await expect(c2, "local")
+        finally:
+            redis_server.resume()
+        await eventually(lambda: bp.connected, what="reconnected")
+        await eventually(lambda: redis_server.numsub("harpia:news") == {"harpia:news": 1})
+        await asyncio.to_thread(redis_server.command, "PUBLISH", "harpia:news", "back")
+        await expect(c1, "back")
+        await expect(c2, "back")
+        close_all((c1, c2))
+    assert len([r for r in caplog.records if "lost Redis" in r.getMessage()]) == 1
+
+
 async def test_redis_down_at_start_is_a_clear_error() -> None:
     port = free_port()
     app = make_app(backplane(f"redis://127.0.0.1:{port}/0", connect_timeout=2))

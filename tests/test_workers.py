@@ -171,7 +171,7 @@ def test_workers_spread_broadcast_restart_and_stop(redis_server: RedisServer, tm
         cluster.kill()
 
 
-def test_without_backplane_a_publish_stays_in_its_worker(tmp_path: Path) -> None:
+def test_without_backplane_a_publish_stays_in_its_worker_and_workers_die_with_the_parent(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, "-")
 
     async def scenario() -> None:
@@ -179,15 +179,28 @@ def test_without_backplane_a_publish_stays_in_its_worker(tmp_path: Path) -> None
         clients = await connect(cluster.port, 16)
         sender, home = clients[0]
         await sender.send_text("local")
-        for client, pid in clients:
+
+        async def check(client: RawClient, pid: int) -> None:
             if pid == home:
                 assert await client.recv_message() == "local"
             else:
                 with pytest.raises(asyncio.TimeoutError):
-                    await client.recv_message(timeout=0.2)
+                    await client.recv_message(timeout=0.3)
             client.close()
-        cluster.process.send_signal(signal.SIGINT)
-        assert await cluster.wait() == 0
+
+        await asyncio.gather(*(check(client, pid) for client, pid in clients))
+        # The supervisor killed outright: the workers do not outlive it (Linux).
+        cluster.process.kill()
+        await cluster.wait()
+        deadline = time.monotonic() + 10
+        for pid in cluster.pids:
+            while True:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                assert time.monotonic() < deadline, f"worker {pid} outlived its parent"
+                await asyncio.sleep(0.05)
 
     try:
         asyncio.run(scenario())
