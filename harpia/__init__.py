@@ -19,6 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
 
 from ._frames import CLOSED, CLOSING, CONNECTING, OPEN
 from .app import App, harpia
+from .backplane import Backplane, RedisBackplane
 from .connection import ServerWebSocket
 from .deflate import DeflateOptions
 from .errors import (
@@ -46,6 +47,8 @@ __all__ = [
     "Response",
     "Headers",
     "Listener",
+    "Backplane",
+    "RedisBackplane",
     "RouteOptions",
     "DeflateOptions",
     "Reject",

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert", help="PEM certificate chain (enables wss://)")
     parser.add_argument("--tls-key", help="PEM private key")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument("--pubsub", help="backplane URL for publishes across processes, "
+                                          "e.g. redis://127.0.0.1:6379/0")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--tls-cert and --tls-key go together")
     tls = {"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None
     app = load_app(args.app)
+    if args.pubsub:
+        app.use_pubsub(args.pubsub)
     app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
 
 

@@ -145,6 +145,12 @@ class App:
         routes = list(self._router._static.values()) + [r for _, r in self._router._patterns]
         return [r for r in routes if isinstance(r, WebSocketRoute)]
 
+    def use_pubsub(self, pubsub: str | Backplane) -> None:
+        """Set the cross-process backplane (as ``harpia(pubsub=...)``) before serving."""
+        if self._listeners:
+            raise ConfigurationError("set the pubsub backplane before the app is served")
+        self._backplane = make_backplane(pubsub)
+
     # ------------------------------------------------------------------ metrics
 
     def stats(self) -> dict[str, Any]:

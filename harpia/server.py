@@ -134,6 +134,11 @@ class Listener:
         self._prepare()
         self._start_sweeper()
         self.app._listeners.append(self)
+        try:
+            await self.app._backplane_start(self)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     def _start_sweeper(self) -> None:
