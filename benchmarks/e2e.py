@@ -121,8 +121,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     # permessage-deflate: the servers run with --deflate (each library's own defaults: harpia
     # compresses from a fresh state and once per publish; websockets keeps a context per
     # connection; aiohttp compress=True).  The payload is JSON-like text, compressible.
-    Scenario("echo-16KiB-deflate", _echo("pingpong", 10, 16384, "--text", "--json", "--deflate"),
-             _echo("pingpong", 4, 16384, "--text", "--json", "--deflate"),
+    Scenario("echo-16KiB-deflate", _echo("pipeline", 10, 16384, "--depth", "4", "--text", "--json", "--deflate"),
+             _echo("pipeline", 4, 16384, "--depth", "4", "--text", "--json", "--deflate"),
              (MSG_S, Metric("mb_per_s", "MB/s")), messages=20_000, quick_messages=1_000,
              server_args=("--deflate",), unsupported=(("picows", "no permessage-deflate"),)),
     Scenario("broadcast-1000-4KiB", _echo("broadcast", 1000, 4096, "--depth", "64", "--text", "--json"),

@@ -21,6 +21,12 @@ cdef class FrameEngine:
     cdef readonly object close_reason_received
     cdef readonly object close_reason_sent
     cdef readonly Py_ssize_t dropped
+    # --- counters for app.stats(): plain C increments, nothing when nobody reads them ---
+    cdef readonly unsigned long long messages_in
+    cdef readonly unsigned long long messages_out
+    cdef readonly unsigned long long bytes_in
+    cdef readonly unsigned long long bytes_out
+    cdef readonly unsigned long long backpressure_events
     cdef public uint32_t last_seen
 
     # --- parser state: a frame header is kept here until it is complete ---
@@ -48,12 +54,14 @@ cdef class FrameEngine:
     cdef int ctl_len
     # permessage-deflate, when negotiated (None otherwise: the plain paths never look further)
     cdef readonly PerMessageDeflate compression
+    cdef bint deflate_counted      # in _deflate_engines (a C flag: GC may clear the object first)
 
     # --- inbound flow control: bytes held while an async handler runs ---
     cdef bint delivery_paused
     cdef list held
     cdef Py_ssize_t held_size
     cdef uint8_t read_pause_reasons
+    cdef Py_ssize_t read_frames        # frames parsed from the current read (fairness)
 
     # --- outbound: the frames queued this loop turn, written at its end ---
     cdef char *out_buf

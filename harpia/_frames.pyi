@@ -79,6 +79,21 @@ class FrameEngine:
     @property
     def dropped(self) -> int:
         """How many frames were not queued because of closing or backpressure."""
+    @property
+    def messages_in(self) -> int:
+        """Messages delivered from the peer."""
+    @property
+    def messages_out(self) -> int:
+        """Data messages queued for the peer."""
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received (the wire, headers included)."""
+    @property
+    def bytes_out(self) -> int:
+        """Bytes queued for the peer (frames, headers included)."""
+    @property
+    def backpressure_events(self) -> int:
+        """Sends that took the buffer over backpressure_limit."""
     last_seen: int
     """The ``set_clock`` time of the last ``feed``; the idle sweeper compares it."""
     transport_buffered: int
@@ -257,4 +272,7 @@ def publish(
 def publish_serialized(
     subscribers: tuple[FrameEngine, ...], frame: bytes, exclude: FrameEngine | None = None
 ) -> int:
-    """Queue an already serialized server frame on every subscriber but ``exclude``; how many took it."""
+    """Queue an already serialized server frame on every subscriber but ``exclude``; how many took it.
+
+    A whole text or binary frame is compressed for permessage-deflate subscribers, once per group.
+    """

@@ -82,6 +82,13 @@ DEF SMALL_TEXT = 512
 # inbound bytes are held behind an async handler; either alone must keep it paused.
 DEF PAUSE_OUTBOUND = 1
 DEF PAUSE_INBOUND = 2
+# Why a third: libuv (uvloop) reads a socket that stays full up to 32 times (256,000 bytes
+# each) in one loop pass, where asyncio's selector loop reads it once.  After a read that
+# carried YIELD_AFTER_FRAMES frames or more, reading stops until the next loop turn: a client
+# streaming tiny frames gets about one read's worth of handler calls per pass on either loop
+# and cannot starve the others, while bulk reads (few frames each) are not interrupted.
+DEF PAUSE_YIELD = 4
+DEF YIELD_AFTER_FRAMES = 1024
 
 
 cdef uint32_t _clock = 0
@@ -259,12 +266,14 @@ cdef class FrameEngine:
         cdef Py_ssize_t used = 0
         cdef Py_ssize_t n
         self.last_seen = _clock
+        self.bytes_in += len(data)
         if self.input_closed:
             return 0
         if self._stopped():
             self._hold(bytes(data))
             return 0
         self.in_feed = True
+        self.read_frames = 0
         try:
             if PyBytes_CheckExact(data):
                 n = PyBytes_GET_SIZE(data)
@@ -277,7 +286,14 @@ cdef class FrameEngine:
             self.in_feed = False
         if self.out_len:
             self.flush()
+        if self.read_frames >= YIELD_AFTER_FRAMES and self.cork is not None \
+                and not self.input_closed and not (self.read_pause_reasons & PAUSE_YIELD):
+            self._pause_reading(PAUSE_YIELD)
+            self.cork.call_soon(self._end_yield)
         return 0
+
+    def _end_yield(self):
+        self._resume_reading(PAUSE_YIELD)
 
     def pause_delivery(self):
         """Hold incoming messages (bytes are kept, bounded by ``inbound_limit``) until
@@ -407,6 +423,7 @@ cdef class FrameEngine:
                                 if dst != small and not self.client:
                                     free(dst)
                         pos += hlen + plen
+                        self.read_frames += 1
                         self._deliver(message)
                         continue
 
@@ -498,6 +515,7 @@ cdef class FrameEngine:
             memcpy(self.frame_key, &self.hdr[pos], 4)
         self.frame_masked = (b1 & 0x80) != 0
         self.hdr_have = 0
+        self.read_frames += 1
         self.frame_opcode = opcode
         self.frame_fin = (b0 & 0x80) != 0
         self.frame_rsv = b0 & 0x70
@@ -564,7 +582,9 @@ cdef class FrameEngine:
         if not self.frame_fin:
             return 0
         if self.msg_compressed and self.compression is not None:
-            if not self.compression.inflater.ended:
+            # An empty payload is an empty message: the tail alone would leave the inflater
+            # inside a stored block's header.
+            if not self.compression.inflater.ended and self.compression.wire_in:
                 self._inflate(DEFLATE_TAIL, 4)
                 if self.input_closed:
                     return 0
@@ -702,6 +722,7 @@ cdef class FrameEngine:
         cdef object result
         if self.ready_state != _OPEN:
             return 0             # we are closing: the peer's late messages are not delivered
+        self.messages_in += 1
         if self.on_message is None:
             self._event(("message", message))
             return 0
@@ -796,6 +817,8 @@ cdef class FrameEngine:
             self.dropped += 1
             return 0
         total = self._append_frame(opcode, data, n, 0x80 | rsv)
+        if opcode < OP_CLOSE:
+            self.messages_out += 1
         return self._account(total)
 
     cdef Py_ssize_t _send_direct(self, int opcode, object payload, const uint8_t *data,
@@ -824,7 +847,10 @@ cdef class FrameEngine:
             memcpy(p + self.out_len + total - n, data, n)
             self.out_len = 0
             self.writer(head)
+        self.messages_out += 1
+        self.bytes_out += total
         if self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.backpressure_events += 1
             self.awaiting_drain = True
             self._pause_reading(PAUSE_OUTBOUND)
             if self.close_on_backpressure_limit:
@@ -843,6 +869,7 @@ cdef class FrameEngine:
         self._out_reserve(n)
         memcpy(self.out_buf + self.out_len, frame, n)
         self.out_len += n
+        self.messages_out += 1
         return self._account(n)
 
     cdef Py_ssize_t _send_message(self, object message, object compress) except -2:
@@ -905,11 +932,13 @@ cdef class FrameEngine:
         return not self.client and self.writer is not None and not self.writing_paused
 
     cdef Py_ssize_t _account(self, Py_ssize_t total) except -2:
+        self.bytes_out += total
         if self.out_len >= CORK_FLUSH_AT and not self.writing_paused:
             self.flush()
         else:
             self._mark_dirty()
         if self.out_len + self.transport_buffered > self.backpressure_limit:
+            self.backpressure_events += 1
             self.awaiting_drain = True
             self._pause_reading(PAUSE_OUTBOUND)
             if self.close_on_backpressure_limit:
@@ -1024,19 +1053,22 @@ cdef class FrameEngine:
             compress_threshold=compress_threshold)
         if self.msg_opcode != 0:
             raise ValueError("enable_deflate() in the middle of a message")
-        if self.compression is None:
+        if not self.deflate_counted:
+            self.deflate_counted = True
             _deflate_engines += 1
-        else:
+        if self.compression is not None:
             self.compression.release()
         self.compression = compression
         self.rsv_allowed |= RSV1
 
     cdef void _drop_compression(self) noexcept:
         global _deflate_engines
+        if self.deflate_counted:
+            self.deflate_counted = False
+            _deflate_engines -= 1
         if self.compression is not None:
             self.compression.release()
             self.compression = None
-            _deflate_engines -= 1
 
     def attach(self, writer, Cork cork=None, writelines=None, buffer_size=None):
         """Hand output to ``writer(bytes)``, batched per loop turn by ``cork``;
@@ -1346,7 +1378,7 @@ def publish(tuple subscribers, message, FrameEngine exclude=None, compress=None)
     hlen = _write_header(<uint8_t *>f, 0x80 | opcode, n, NULL)
     memcpy(f + hlen, p, n)
     if _deflate_engines == 0 or compress is False:
-        return publish_serialized(subscribers, frame, exclude)
+        return _publish_copy(subscribers, frame, exclude)
     return _publish_deflate(subscribers, frame, opcode, <const uint8_t *>p, n, exclude, compress)
 
 
@@ -1408,7 +1440,30 @@ cdef Py_ssize_t _publish_deflate(tuple subscribers, bytes plain, int opcode, con
 
 
 def publish_serialized(tuple subscribers, bytes frame, FrameEngine exclude=None):
-    """Copy an already serialized server frame to every subscriber but ``exclude``."""
+    """Copy an already serialized server frame to every subscriber but ``exclude``.
+
+    A whole unmasked text or binary frame is compressed for permessage-deflate subscribers
+    as ``publish`` does (once per group); anything else is copied as it is."""
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(frame)
+    cdef Py_ssize_t hlen, plen
+    cdef const uint8_t *h = <const uint8_t *>PyBytes_AS_STRING(frame)
+    if _deflate_engines != 0 and n >= 2 and (h[0] == 0x81 or h[0] == 0x82) and h[1] < 0x80:
+        plen = h[1]
+        hlen = 2
+        if plen == 126 and n >= 4:
+            plen = (<Py_ssize_t>h[2] << 8) | h[3]
+            hlen = 4
+        elif plen == 127 and n >= 10:
+            plen = 0
+            for i in range(8):
+                plen = (plen << 8) | h[2 + i]
+            hlen = 10
+        if hlen + plen == n:
+            return _publish_deflate(subscribers, frame, h[0] & 0x0F, h + hlen, plen, exclude, None)
+    return _publish_copy(subscribers, frame, exclude)
+
+
+cdef Py_ssize_t _publish_copy(tuple subscribers, bytes frame, FrameEngine exclude) except -1:
     cdef Py_ssize_t i, taken = 0, n = PyBytes_GET_SIZE(frame)
     cdef const char *f = PyBytes_AS_STRING(frame)
     cdef FrameEngine engine

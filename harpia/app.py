@@ -88,15 +88,29 @@ class App:
         *,
         handshake_timeout: float = 10.0,
         close_timeout: float = 5.0,
+        max_connections: int | None = None,
+        max_pending_handshakes: int | None = 1024,
         pubsub: str | Backplane | None = None,
     ) -> None:
         for name, value in (("handshake_timeout", handshake_timeout), ("close_timeout", close_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
+        for name, cap in (("max_connections", max_connections),
+                          ("max_pending_handshakes", max_pending_handshakes)):
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                raise ConfigurationError(f"{name} must be a positive int or None")
         #: Seconds a client gets to send its request head (slowloris bound); 10 s as websockets.
         self.handshake_timeout = float(handshake_timeout)
-        #: Seconds to wait for the peer's close frame after ours before dropping TCP.
+        #: Seconds to wait for the peer's close frame after ours, or for our close frame to be
+        #: written to a peer that closed first but does not read, before dropping TCP.
         self.close_timeout = float(close_timeout)
+        #: WebSocket connections (open or closing) this process serves at once; over it an
+        #: upgrade is answered 503.  None: no cap (memory is bounded per connection).
+        self.max_connections = max_connections
+        #: TCP connections still sending their request head; over it a new one is closed at
+        #: once.  1024 bounds a slowloris flood to ~1024 x 64 KiB of head buffers while
+        #: leaving room for ~100,000 handshakes/s at a 10 ms round trip.
+        self.max_pending_handshakes = max_pending_handshakes
         self._router: Router[WebSocketRoute | HttpRoute] = Router()
         self._connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
         self._topics = TopicRegistry()

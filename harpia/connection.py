@@ -32,6 +32,10 @@ T = TypeVar("T")
 _EAGER = sys.version_info >= (3, 12)
 
 
+def _ignore() -> None:
+    """The message handler of a route that has none."""
+
+
 class AttributeBag:
     """The default ``ws.data``: a plain object that takes any attribute, holding ``url``."""
 
@@ -89,6 +93,10 @@ class ServerWebSocket(FrameEngine, asyncio.Protocol, Generic[T]):
         message = route.handlers.message
         if message is not None:
             self.bind_message_handler(message.fn, message.arity, message.is_async)
+        else:
+            # Unbound, the engine keeps every message for events_received(), which nobody
+            # calls here: a client could grow that list without bound.  Drop them instead.
+            self.bind_message_handler(_ignore, 0, False)
 
     # ------------------------------------------------------------------ user API
 
@@ -374,6 +382,11 @@ class ServerWebSocket(FrameEngine, asyncio.Protocol, Generic[T]):
         if transport is not None and not transport.is_closing():
             self.flush_output()
             transport.close()
+            # close() waits until what is buffered is written: a peer that closed but never
+            # reads would keep the connection, and its buffers, for as long as it likes.
+            if self._close_timer is None:
+                self._close_timer = self.listener.loop.call_later(
+                    self.listener.close_timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
         self._close_timer = None

@@ -46,6 +46,30 @@ logger = logging.getLogger("harpia")
 CLOCK_HZ = 16
 
 
+class LogThrottle:
+    """One warning per ``every`` seconds for an event a hostile client can cause thousands
+    of times a second; the next warning says how many were left out meanwhile."""
+
+    __slots__ = ("every", "_logged_at", "_suppressed")
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._logged_at: float | None = None
+        self._suppressed = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if self._logged_at is not None and now - self._logged_at < self.every:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += " (%d more since the last report)"
+            args += (self._suppressed,)
+        logger.warning(message, *args)
+        self._logged_at = now
+        self._suppressed = 0
+
+
 class Response:
     """A plain HTTP answer from an ``app.get`` handler."""
 
@@ -115,8 +139,9 @@ class Listener:
         self._all_gone: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = 1.0
-        self._errors_logged_at = 0.0
-        self._errors_suppressed = 0
+        self._protocol_errors = LogThrottle()
+        self._refused_connections = LogThrottle()
+        self._refused_upgrades = LogThrottle()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,6 +181,9 @@ class Listener:
             ssl=self.ssl_context,
             reuse_port=self.reuse_port or None,
             backlog=self.backlog,
+            # The TLS handshake comes before the request head: the same bound (asyncio's
+            # default is 60 s).  The loops refuse a value without TLS.
+            ssl_handshake_timeout=None if self.ssl_context is None else self.handshake_timeout,
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         try:
@@ -231,16 +259,20 @@ class Listener:
             self._all_gone.set()
 
     def note_protocol_error(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
-        # Hostile clients can fail thousands of connections a second: log once per 10 s.
-        now = time.monotonic()
-        if now - self._errors_logged_at < 10.0:
-            self._errors_suppressed += 1
-            return
-        more = f" ({self._errors_suppressed} more since the last report)" if self._errors_suppressed else ""
-        logger.warning("closing %s from %s with %d: %s%s",
-                       ws.path, ws.remote_address, code, reason, more)
-        self._errors_logged_at = now
-        self._errors_suppressed = 0
+        self._protocol_errors.warn("closing %s from %s with %d: %s",
+                                   ws.path, ws.remote_address, code, reason)
+
+    # The caps are the app's, over all its listeners; this one is counted even while it
+    # starts (before it is in app._listeners).
+    def pending_handshakes(self) -> int:
+        """TCP connections of the app still in their HTTP stage (head, upgrade hook)."""
+        return len(self._handshaking) + sum(
+            len(other._handshaking) for other in self.app._listeners if other is not self)
+
+    def open_connections(self) -> int:
+        """WebSocket connections of the app, open or closing (their memory is still held)."""
+        return len(self._live) + sum(
+            len(other._live) for other in self.app._listeners if other is not self)
 
     def _sweep(self) -> None:
         """Idle timeouts for every connection, with one timer per listener (not per socket)."""
@@ -281,10 +313,18 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         listener = self.listener
-        listener._handshaking.add(self)
         if not listener.accepting:
             self.transport.abort()
             return
+        cap = listener.app.max_pending_handshakes
+        if cap is not None and listener.pending_handshakes() >= cap:
+            # A flood of connections that do not finish their request (slowloris): hang up
+            # at once, before reading or allocating anything for this one.
+            listener._refused_connections.warn(
+                "closing new connections: %d handshakes in progress (max_pending_handshakes)", cap)
+            self.transport.abort()
+            return
+        listener._handshaking.add(self)
         self.timer = listener.loop.call_later(listener.handshake_timeout, self._timed_out)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -365,6 +405,7 @@ class HttpProtocol(asyncio.Protocol):
         options = ws_route.options
         check_origin(head, options.origins)
         subprotocol = select_subprotocol(head, options.subprotocols)
+        self._check_capacity()            # before the hook: a full server does no work for it
         hook = options.upgrade
         if hook is None:
             self._accept(ws_route, head, params, key, subprotocol, None)
@@ -384,12 +425,21 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             data = task.result()
+            self._check_capacity()        # again: others may have been accepted meanwhile
             self._accept(route, head, params, key, subprotocol, data)
         except HandshakeError as exc:
             self._respond(error_response(exc))
         except Exception:
             logger.exception("error in the upgrade hook of %s", route.pattern)
             self._respond(response_http(500, "internal server error\n"))
+
+    def _check_capacity(self) -> None:
+        listener = self.listener
+        cap = listener.app.max_connections
+        if cap is not None and listener.open_connections() >= cap:
+            listener._refused_upgrades.warn(
+                "answering upgrades with 503: %d WebSocket connections (max_connections)", cap)
+            raise HandshakeError(503, "server at capacity, try again later", {"Retry-After": "5"})
 
     def _peer(self) -> tuple[str, int] | None:
         peer = self.transport.get_extra_info("peername")
@@ -436,7 +486,9 @@ class HttpProtocol(asyncio.Protocol):
             self.early = None
         if early:
             ws.data_received(early)
-        if not transport.is_closing():
+        # Unless the engine paused it meanwhile (the early bytes filled the inbound backlog
+        # of an async open handler, say): then the engine resumes it, and only it knows when.
+        if not transport.is_closing() and not ws.reading_paused:
             transport.resume_reading()
 
     def _http(self, route: HttpRoute, head: RequestHead, params: dict[str, str]) -> None:

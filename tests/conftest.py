@@ -48,3 +48,19 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def _harpia_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="harpia")
+
+
+@pytest.fixture
+def bystander() -> Any:
+    """``async with bystander(port) as b``: a well-behaved client echoing on ``/echo``
+    while a test attacks the server (see tests/hardening.py); each one must be used."""
+    from hardening import Bystander
+
+    made: list[Bystander] = []
+
+    def make(port: int, path: str = "/echo", **options: Any) -> Bystander:
+        made.append(Bystander(port, path, **options))
+        return made[-1]
+
+    yield make
+    assert all(b.finished for b in made), "a bystander was made but never used"

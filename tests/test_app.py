@@ -27,6 +27,7 @@ def test_harpia_makes_an_app_with_settings() -> None:
     app = harpia.harpia()
     assert isinstance(app, App)
     assert (app.handshake_timeout, app.close_timeout) == (10.0, 5.0)
+    assert (app.max_connections, app.max_pending_handshakes) == (None, 1024)
     app = harpia.harpia(handshake_timeout=0.5, close_timeout=2)
     assert (app.handshake_timeout, app.close_timeout) == (0.5, 2.0)
 
@@ -34,6 +35,7 @@ def test_harpia_makes_an_app_with_settings() -> None:
 @pytest.mark.parametrize("settings", [
     {"handshake_timeout": 0}, {"handshake_timeout": -1}, {"handshake_timeout": True},
     {"close_timeout": "5"}, {"close_timeout": None},
+    {"max_connections": 0}, {"max_connections": 1.5}, {"max_pending_handshakes": True},
 ])
 def test_bad_app_settings_name_the_setting(settings: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError, match=next(iter(settings))):

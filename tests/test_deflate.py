@@ -41,7 +41,7 @@ def response(*values: str, **options: Any) -> str | None:
 def test_defaults_are_documented_values() -> None:
     assert DEFAULTS == DeflateOptions(
         server_no_context_takeover=True, client_no_context_takeover=True,
-        server_max_window_bits=15, client_max_window_bits=15, compression_level=6,
+        server_max_window_bits=15, client_max_window_bits=15, compression_level=1,
         memory_level=8, compress_threshold=128)
     with pytest.raises(dataclasses.FrozenInstanceError):
         DEFAULTS.compression_level = 1  # type: ignore[misc]
@@ -94,7 +94,7 @@ def test_engine_settings_map_server_to_local() -> None:
     assert agreement.engine_settings(DeflateOptions(memory_level=4)) == {
         "local_no_context_takeover": True, "remote_no_context_takeover": False,
         "local_max_window_bits": 10, "remote_max_window_bits": 15,
-        "compression_level": 6, "memory_level": 4, "compress_threshold": 128}
+        "compression_level": 1, "memory_level": 4, "compress_threshold": 128}
 
 
 # --------------------------------------------------------------------------- negotiation

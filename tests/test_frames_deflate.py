@@ -546,3 +546,30 @@ def test_enable_deflate_validates() -> None:
         FrameEngine().enable_deflate(memory_level=0)
     assert _deflate.Deflater(10).compress_message(b"abc" * 100)
     assert _deflate.zlib_version()
+
+
+def test_empty_compressed_payload_is_an_empty_message_and_keeps_the_context() -> None:
+    engine = server_with(remote_no_context_takeover=False)
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = c.compress(b"context " * 10) + c.flush(zlib.Z_SYNC_FLUSH)
+    second = c.compress(b"context " * 10) + c.flush(zlib.Z_SYNC_FLUSH)   # refers to the first
+    engine.feed(serialize_frame(TEXT, first[:-4], rsv1=True, mask=MASK))
+    engine.feed(serialize_frame(TEXT, b"", rsv1=True, mask=MASK))
+    engine.feed(serialize_frame(TEXT, b"\x00", rsv1=True, mask=MASK))      # RFC 7692 7.2.3.6
+    engine.feed(serialize_frame(TEXT, second[:-4], rsv1=True, mask=MASK))
+    assert message_events(engine) == ["context " * 10, "", "", "context " * 10]
+
+
+def test_publish_serialized_compresses_a_plain_frame_for_deflate_subscribers() -> None:
+    from harpia._frames import publish_serialized
+    text = json_text(3000)
+    subs = (subscriber(), subscriber(deflate=False))
+    frame = serialize_frame(TEXT, text)                 # as the Redis backplane hands it over
+    assert publish_serialized(subs, frame) == 2
+    compressed, plain = (e.data_to_send() for e in subs)
+    assert compressed[0] == 0xC1 and plain == frame
+    assert decode_as_client(compressed) == [text]
+    # Anything but one whole text/binary frame is copied as it is.
+    odd = serialize_frame(TEXT, text, fin=False)
+    assert publish_serialized(subs, odd) == 2
+    assert [e.data_to_send() for e in subs] == [odd, odd]

@@ -288,9 +288,7 @@ static void put_message(struct conn *c, uint64_t seq) {
     uint8_t enc[8];
     seq_encode(seq, enc, g_hk);
     if (c->pmd.on) {
-        memcpy(g_plain, enc, g_hk);
-        memcpy(g_plain + g_hk, g_base + g_hk, cfg.size - g_hk);
-        size_t n = pmd_deflate(&c->pmd, g_plain, cfg.size);
+        size_t n = pmd_message(&c->pmd, enc, g_hk, g_base + g_hk, cfg.size - g_hk);
         put_frame(c, 0x40 | g_opcode, NULL, 0, g_zbuf, n); /* RSV1: compressed */
     } else if (g_pool[0]) put_pooled(c, enc);
     else put_frame(c, g_opcode, enc, g_hk, g_base + g_hk, cfg.size - g_hk);
