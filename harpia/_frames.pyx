@@ -1305,11 +1305,16 @@ def serialize_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask
     return out
 
 
-def apply_mask(data, mask, Py_ssize_t phase=0):
-    """XOR ``data`` with the 4-byte ``mask``, starting ``phase`` bytes into it; a new bytes."""
+cdef bytes _mask_key(object mask):
     cdef bytes key = mask if PyBytes_CheckExact(mask) else bytes(mask)
     if len(key) != 4:
         raise ValueError("mask must be 4 bytes")
+    return key
+
+
+def apply_mask(data, mask, Py_ssize_t phase=0):
+    """XOR ``data`` with the 4-byte ``mask``, starting ``phase`` bytes into it; a new bytes."""
+    cdef bytes key = _mask_key(mask)
     cdef Py_buffer view
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
@@ -1323,9 +1328,7 @@ def apply_mask(data, mask, Py_ssize_t phase=0):
 
 def unmask_inplace(buffer, mask, Py_ssize_t phase=0):
     """XOR a writable buffer with the 4-byte ``mask`` in place."""
-    cdef bytes key = mask if PyBytes_CheckExact(mask) else bytes(mask)
-    if len(key) != 4:
-        raise ValueError("mask must be 4 bytes")
+    cdef bytes key = _mask_key(mask)
     cdef Py_buffer view
     PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
     try:
