@@ -2,8 +2,13 @@
 
 One implementation shared by ``benchmarks/run`` (the markdown report) and
 ``benchmarks/test_e2e.py`` (pytest-benchmark). Each run starts one server
-(``benchmarks/servers/<name>_server.py``) pinned to CPU 0, waits for its port,
-runs ``benchmarks/loadgen/wsload`` pinned to CPU 1, and stops the server.
+(``benchmarks/servers/<name>_server.py``, or ``bun_server.ts`` under Bun) pinned
+to CPU 0, waits for its port, runs ``benchmarks/loadgen/wsload`` pinned to CPU 1,
+and stops the server.
+
+Bun is an optional anchor: ``$BUN`` if set, else ``bun`` on PATH, else
+``~/.cache/harpia-bench/bun`` (installed there from npm on first use when npm is
+available); without one, the bun column is "n/a".
 
 Every server (``<name>_server.py --port P``, listening on 127.0.0.1 until
 SIGTERM) must serve, on one port:
@@ -44,19 +49,23 @@ WSLOAD = LOADGEN_DIR / "wsload"
 SERVERS_DIR = BENCH_DIR / "servers"
 RESULTS_DIR = BENCH_DIR / "results"
 
-SERVERS = ("harpia", "picows", "websockets", "aiohttp")
+SERVERS = ("harpia", "picows", "websockets", "aiohttp", "bun")
 BASELINE = "picows"
 HOST = "127.0.0.1"
 SERVER_CPU, LOADGEN_CPU = 0, 1
 BUSY_OTHER_PCT = 25.0  # CPU % used by the rest of the machine above which a report is flagged as disturbed
 
-# What a server script needs; a failed import makes that server "n/a".
+# What a Python server script needs; a failed import makes that server "n/a".
 IMPORTS = {
     "harpia": "import uvloop; from harpia import harpia",
     "picows": "import uvloop, picows",
     "websockets": "import uvloop, websockets.asyncio.server",
     "aiohttp": "import uvloop, aiohttp.web",
 }
+# Servers that are not Python: name -> script in SERVERS_DIR (run by the runtime of that name).
+SCRIPTS = {"bun": "bun_server.ts"}
+BUN_VERSION = "1.4.5"  # what gets installed when no bun is found
+BUN_CACHE = Path.home() / ".cache" / "harpia-bench" / "bun"  # npm install --prefix here
 
 
 class BenchError(RuntimeError):
@@ -171,17 +180,135 @@ def server_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONHASHSEED", "0")
+    env.setdefault("DO_NOT_TRACK", "1")  # bun: no crash reports or telemetry
     return env
+
+
+def server_script(name: str) -> Path:
+    return SERVERS_DIR / SCRIPTS.get(name, f"{name}_server.py")
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def _native_bun(path: Path) -> Path | None:
+    """The native bun executable behind path (a symlink, or npm's bin entry), else None.
+
+    The server must be bun itself, exec'd by taskset, not a wrapper: the idle scenario
+    reads the RSS of the pid it started, and SIGTERM must reach bun.
+    """
+    real = path.resolve()
+    if _is_elf(real):
+        return real
+    # A wrapper script from the npm package (postinstall skipped): the native binary
+    # lives in the platform package, node_modules/@oven/bun-<os>-<arch>[-musl|-baseline]/bin/bun.
+    for parent in real.parents:
+        if parent.name == "node_modules":
+            for candidate in sorted(parent.glob("@oven/bun-*/bin/bun")):
+                if _is_elf(candidate) and os.access(candidate, os.X_OK):
+                    return candidate
+            break
+    return None
+
+
+def _npm_error(stderr: str) -> str:
+    """The telling line of npm's error output (its code and first message), not the stack or log path."""
+    lines = [ln.split(" ", 2)[-1].strip() for ln in stderr.splitlines() if ln.startswith(("npm error ", "npm ERR! "))]
+    code = next((ln for ln in lines if ln.startswith("code ")), "")
+    skip = ("code ", "syscall ", "errno ", "at ", "A complete log")
+    detail = next((ln for ln in lines if ln and not ln.startswith(skip)), "")
+    return "; ".join(x for x in (code, detail) if x)[:300]
+
+
+def _install_bun() -> str | None:
+    """npm install bun into BUN_CACHE; None on success, else why it failed."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return "no bun found (set BUN, put bun on PATH, or install npm to fetch it)"
+    BUN_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = BUN_CACHE.with_name(f".bun.{os.getpid()}")
+    cmd = [npm, "install", "--prefix", str(tmp), "--no-audit", "--no-fund", "--no-save", "--loglevel=error",
+           f"bun@{BUN_VERSION}"]
+    print(f"installing bun {BUN_VERSION} into {BUN_CACHE} (npm)", file=sys.stderr)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"npm install bun@{BUN_VERSION} timed out"
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"npm install bun@{BUN_VERSION} failed: {_npm_error(proc.stderr) or f'exit {proc.returncode}'}"
+    try:
+        os.rename(tmp, BUN_CACHE)  # whole prefix at once: concurrent installers never see half of one
+    except OSError:  # another process installed it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def find_bun(install: bool = True) -> tuple[Path | None, str]:
+    """(the native bun executable, its version) or (None, why not).
+
+    $BUN if set, else bun on PATH, else BUN_CACHE; when none exists and install is
+    true, npm installs bun@BUN_VERSION into BUN_CACHE (once).
+    """
+    cached = BUN_CACHE / "node_modules" / ".bin" / "bun"
+    if os.environ.get("BUN"):
+        where, path = "BUN", Path(os.environ["BUN"]).expanduser()
+        if not path.is_file():
+            return None, f"BUN={path} does not exist"
+    elif shutil.which("bun"):
+        where, path = "PATH", Path(shutil.which("bun"))  # type: ignore[arg-type]
+    else:
+        where, path = "cache", cached
+        if not path.exists():
+            if not install:
+                return None, "no bun found"
+            why = _install_bun()
+            if why:
+                return None, why
+            if not path.exists():
+                return None, f"npm installed bun@{BUN_VERSION} but {path} is missing (remove {BUN_CACHE} and retry)"
+    native = _native_bun(path)
+    if native is None:
+        return None, (f"{path} (from {where}) is not a native bun executable (a wrapper script?); "
+                      "set BUN to the bun binary")
+    try:
+        proc = subprocess.run([str(native), "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{native} --version failed: {exc}"
+    if proc.returncode != 0:
+        return None, f"{native} --version exited with {proc.returncode}: {proc.stderr.strip()[-200:]}"
+    return native, proc.stdout.strip()
+
+
+def server_command(name: str, port: int, args: tuple[str, ...] = ()) -> list[str]:
+    """The server's own command line (no pinning prefix); the program is exec'd, not wrapped."""
+    script = str(server_script(name))
+    if name == "bun":
+        bun, why = find_bun()
+        if bun is None:
+            raise BenchError(f"bun: {why}")
+        return [str(bun), script, "--port", str(port), *args]
+    return [sys.executable, script, "--port", str(port), *args]
 
 
 @functools.lru_cache(maxsize=None)
 def server_unavailable(name: str) -> str | None:
     """None when the server can run here, else why not."""
-    if name not in IMPORTS:
+    if name not in IMPORTS and name not in SCRIPTS:
         return f"unknown server (known: {', '.join(SERVERS)})"
-    script = SERVERS_DIR / f"{name}_server.py"
+    script = server_script(name)
     if not script.exists():
         return f"{script.name} is missing"
+    if name == "bun":
+        bun, why = find_bun()
+        return None if bun else why
     proc = subprocess.run([sys.executable, "-c", IMPORTS[name]], capture_output=True, text=True,
                           env=server_env(), cwd=SERVERS_DIR, timeout=60)
     if proc.returncode != 0:
@@ -243,8 +370,7 @@ class ServerProcess:
         self.log = tempfile.TemporaryFile()
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        cmd = [*pin(SERVER_CPU), sys.executable, str(SERVERS_DIR / f"{self.name}_server.py"), "--port", str(self.port),
-               *self.args]
+        cmd = [*pin(SERVER_CPU), *server_command(self.name, self.port, self.args)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=server_env(), cwd=SERVERS_DIR, preexec_fn=_raise_nofile)
         deadline = time.monotonic() + timeout
@@ -473,5 +599,7 @@ def environment() -> list[str]:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{pkg} (not installed)")
+    bun, bun_version = find_bun(install=False)
     return [f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}",
-            f"Python {platform.python_version()}; " + ", ".join(versions)]
+            f"Python {platform.python_version()}; " + ", ".join(versions),
+            f"Bun {bun_version}" if bun else "Bun (not found)"]

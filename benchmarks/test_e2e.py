@@ -7,7 +7,8 @@ server (untimed setup), runs wsload on a fixed amount of work (``--messages``;
 idle-10k is fixed work by itself), and stops the server (untimed teardown).
 The timed part is the whole wsload run, connection setup included; the
 throughput that matters is in ``extra_info`` (the median over rounds, and every
-round's value). Servers whose library cannot be imported are skipped.
+round's value). Servers whose library cannot be imported (or, for bun, whose
+runtime cannot be found or installed) are skipped.
 """
 import statistics
 
