@@ -49,7 +49,11 @@ WSLOAD = LOADGEN_DIR / "wsload"
 SERVERS_DIR = BENCH_DIR / "servers"
 RESULTS_DIR = BENCH_DIR / "results"
 
-SERVERS = ("harpia", "picows", "websockets", "aiohttp", "bun")
+SERVERS = ("harpia", "harpia-busypoll", "picows", "websockets", "aiohttp", "bun")
+# A variant is a server run with extra arguments: name -> (server, arguments).
+# harpia-busypoll: the loop keeps polling for 200 us after a read instead of sleeping
+# (App(busy_poll=...), off by default): lower latency for CPU while traffic flows.
+VARIANTS = {"harpia-busypoll": ("harpia", ("--busy-poll", "0.0002"))}
 BASELINE = "picows"
 HOST = "127.0.0.1"
 SERVER_CPU, LOADGEN_CPU = 0, 1
@@ -289,6 +293,9 @@ def find_bun(install: bool = True) -> tuple[Path | None, str]:
 
 def server_command(name: str, port: int, args: tuple[str, ...] = ()) -> list[str]:
     """The server's own command line (no pinning prefix); the program is exec'd, not wrapped."""
+    if name in VARIANTS:
+        name, extra = VARIANTS[name]
+        args = (*extra, *args)
     script = str(server_script(name))
     if name == "bun":
         bun, why = find_bun()
@@ -301,6 +308,7 @@ def server_command(name: str, port: int, args: tuple[str, ...] = ()) -> list[str
 @functools.lru_cache(maxsize=None)
 def server_unavailable(name: str) -> str | None:
     """None when the server can run here, else why not."""
+    name = VARIANTS.get(name, (name, ()))[0]
     if name not in IMPORTS and name not in SCRIPTS:
         return f"unknown server (known: {', '.join(SERVERS)})"
     script = server_script(name)

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     parser.add_argument("--pubsub", help="backplane URL for publishes across processes, "
                                           "e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument("--busy-poll", type=float, metavar="SECONDS",
+                        help="keep the event loop polling this long after a read (lower "
+                             "latency for more CPU; e.g. 0.0002)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -50,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     app = load_app(args.app)
     if args.pubsub:
         app.use_pubsub(args.pubsub)
+    if args.busy_poll is not None:
+        if not 0 <= args.busy_poll <= 1:
+            parser.error("--busy-poll takes seconds between 0 and 1")
+        app.busy_poll = args.busy_poll
     app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
 
 

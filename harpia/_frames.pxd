@@ -1,6 +1,6 @@
 # The C surface of the frame engine, for other Cython modules.  Users see _frames.pyi.
 from cpython.object cimport PyObject
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from harpia._deflate cimport PerMessageDeflate
 
@@ -128,4 +128,11 @@ cdef class Cork:
     cdef bint scheduled
     cdef object call_soon
     cdef object _run_cb
+    # --- busy polling (off when poll_window_ns == 0) ---
+    cdef int64_t poll_window_ns
+    cdef int64_t poll_deadline_ns
+    cdef readonly bint polling
+    cdef bint poll_activity
+    cdef object _poll_cb
     cdef int add(self, FrameEngine engine) except -1
+    cdef int activity(self) except -1

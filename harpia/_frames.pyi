@@ -237,8 +237,17 @@ class FrameEngine:
 class Cork:
     """The connections with output queued this loop turn, each written once at its end."""
 
-    def __init__(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
-        """One per event loop; ``call_soon`` is the loop's."""
+    def __init__(self, call_soon: Callable[[Callable[[], object]], object], busy_poll: float = 0.0) -> None:
+        """One per event loop; ``call_soon`` is the loop's.  ``busy_poll``: seconds the loop
+        keeps polling (instead of sleeping) after a read; 0 turns it off."""
+    @property
+    def busy_poll(self) -> float:
+        """The polling window in seconds (0: off)."""
+    @property
+    def polling(self) -> bool:
+        """True while the loop is being kept polling (a read came within the window)."""
+    def note_activity(self) -> None:
+        """Something arrived outside the frame engine (a handshake): keep polling."""
     def run(self) -> None:
         """Write every connection queued since the last run (the scheduled callback)."""
 

@@ -91,6 +91,7 @@ class App:
         max_connections: int | None = None,
         max_pending_handshakes: int | None = 1024,
         pubsub: str | Backplane | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         for name, value in (("handshake_timeout", handshake_timeout), ("close_timeout", close_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -99,6 +100,13 @@ class App:
                           ("max_pending_handshakes", max_pending_handshakes)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise ConfigurationError(f"{name} must be a positive int or None")
+        if isinstance(busy_poll, bool) or not isinstance(busy_poll, (int, float)) \
+                or not 0 <= busy_poll <= 1:
+            raise ConfigurationError("busy_poll must be a number of seconds between 0 and 1")
+        #: Seconds the event loop keeps polling, instead of sleeping, after a read (0: off).
+        #: Trades CPU while traffic flows for latency: a sleeping loop needs a wake-up to
+        #: see the next request (tens of microseconds on a VM).  See docs/performance.md.
+        self.busy_poll = float(busy_poll)
         #: Seconds a client gets to send its request head (slowloris bound); 10 s as websockets.
         self.handshake_timeout = float(handshake_timeout)
         #: Seconds to wait for the peer's close frame after ours, or for our close frame to be

@@ -147,7 +147,7 @@ class Listener:
 
     def _prepare(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.cork = _frames.Cork(self.loop.call_soon)
+        self.cork = _frames.Cork(self.loop.call_soon, self.app.busy_poll)
         # Connections are stamped with the coarse clock: set it now, or those made
         # before the first sweep look idle since whenever it was last set (or ever).
         _frames.set_clock(_clock_now())

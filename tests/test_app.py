@@ -30,12 +30,15 @@ def test_harpia_makes_an_app_with_settings() -> None:
     assert (app.max_connections, app.max_pending_handshakes) == (None, 1024)
     app = harpia.harpia(handshake_timeout=0.5, close_timeout=2)
     assert (app.handshake_timeout, app.close_timeout) == (0.5, 2.0)
+    assert app.busy_poll == 0.0
+    assert harpia.harpia(busy_poll=0.0002).busy_poll == 0.0002
 
 
 @pytest.mark.parametrize("settings", [
     {"handshake_timeout": 0}, {"handshake_timeout": -1}, {"handshake_timeout": True},
     {"close_timeout": "5"}, {"close_timeout": None},
     {"max_connections": 0}, {"max_connections": 1.5}, {"max_pending_handshakes": True},
+    {"busy_poll": -0.001}, {"busy_poll": 2}, {"busy_poll": "fast"}, {"busy_poll": True},
 ])
 def test_bad_app_settings_name_the_setting(settings: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError, match=next(iter(settings))):

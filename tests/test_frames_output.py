@@ -481,3 +481,53 @@ def test_importing_the_engine_does_not_import_asyncio() -> None:
         "assert 'asyncio' not in sys.modules, 'the frame engine imported asyncio'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --------------------------------------------------------------------------- busy polling
+
+def test_busy_poll_off_schedules_nothing_on_reads() -> None:
+    loop = FakeLoop()
+    engine, writes, cork = attached(loop)
+    engine.feed(cf(TEXT, b"hi"))
+    assert loop.queue == []
+    assert cork.busy_poll == 0.0
+
+
+def test_busy_poll_keeps_the_loop_turning_until_reads_stop() -> None:
+    import time
+    loop = FakeLoop()
+    cork = Cork(loop.call_soon, busy_poll=0.02)
+    engine = FrameEngine()
+    engine.attach(lambda data: None, cork)
+    engine.feed(cf(TEXT, b"hi"))
+    assert len(loop.queue) == 1                    # the polling callback
+    engine.feed(cf(TEXT, b"again"))
+    assert len(loop.queue) == 1                    # already polling: not scheduled twice
+    started = time.monotonic()
+    turns = 0
+    while loop.queue:
+        loop.turn()
+        turns += 1
+        if turns == 50:                            # a read mid-way pushes the deadline on
+            engine.feed(cf(TEXT, b"more"))
+            pushed_at = time.monotonic()
+        assert time.monotonic() - started < 5, "polling never stopped"
+    assert turns > 50
+    # It stops one window after the last read, not before.
+    assert time.monotonic() - pushed_at >= 0.02
+    engine.feed(cf(TEXT, b"later"))                # a read after it stopped starts it again
+    assert len(loop.queue) == 1
+
+
+def test_note_activity_starts_polling_only_when_enabled() -> None:
+    loop = FakeLoop()
+    Cork(loop.call_soon).note_activity()
+    assert loop.queue == []
+    Cork(loop.call_soon, busy_poll=0.001).note_activity()
+    assert len(loop.queue) == 1
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_busy_poll_out_of_range_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="busy_poll"):
+        Cork(FakeLoop().call_soon, busy_poll=bad)

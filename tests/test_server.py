@@ -391,3 +391,24 @@ async def test_handler_can_reach_its_listener() -> None:
         await client.ping()
         assert seen == [server]
         assert isinstance(next(iter(server.connections)), ServerWebSocket)
+
+
+# --------------------------------------------------------------------------- busy polling
+
+async def test_busy_poll_serves_and_goes_back_to_sleep() -> None:
+    app = echo_app(busy_poll=0.005)
+    async with app.serve() as server:
+        cork = server.cork
+        assert cork is not None and cork.busy_poll == 0.005
+        async with ws_connect(server.port, "/echo") as client:
+            for i in range(20):
+                await client.send(f"m{i}")
+                assert await client.recv() == f"m{i}"
+            # While traffic flows the loop polls; a window after the last read it sleeps.
+            await client.send("last")
+            assert await client.recv() == "last"
+            assert cork.polling
+            deadline = time.monotonic() + 2
+            while cork.polling and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not cork.polling

@@ -1,8 +1,9 @@
 """harpia benchmark server: /echo echoes every message, /broadcast relays every
 message to every connected /broadcast client (sender included, via the "all"
 topic).  --deflate: permessage-deflate on both, with harpia's defaults.
+--busy-poll SECONDS: keep the loop polling that long after a read (default off).
 
-    python harpia_server.py --port 9001 [--deflate]
+    python harpia_server.py --port 9001 [--deflate] [--busy-poll 0.0002]
 """
 import argparse
 
@@ -15,10 +16,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--busy-poll", type=float, default=0.0, metavar="SECONDS")
     args = parser.parse_args()
     port, deflate = args.port, args.deflate
 
-    app = harpia()
+    app = harpia(busy_poll=args.busy_poll)
     app.ws("/echo", {"message": lambda ws, message: ws.send(message)}, max_payload_length=MAX_PAYLOAD,
            per_message_deflate=deflate)
     app.ws(
