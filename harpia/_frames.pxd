@@ -42,6 +42,8 @@ cdef class FrameEngine:
     cdef uint64_t frame_left
     cdef uint64_t frame_done
     cdef bint input_closed
+    cdef bint recv_direct          # get_buffer() handed out the message itself (see there)
+    cdef object recv_spare         # get_buffer()'s area when there is no cork to share one
 
     # --- the message being reassembled (data frames), and the control frame ---
     cdef int msg_opcode
@@ -85,7 +87,13 @@ cdef class FrameEngine:
 
     cdef int _event(self, tuple event) except -1
     cdef int _feed(self, object data) except -1
-    cdef int _feed_buffer(self, object data) except -1
+    cdef int _feed_ptr(self, const uint8_t *data, Py_ssize_t n, object owner) except -1
+    cdef int _read_begin(self, Py_ssize_t n) except -1
+    cdef int _read_end(self) except -1
+    cdef Py_ssize_t _direct_window(self) except -1
+    cdef int _payload_direct(self, Py_ssize_t n) except -1
+    cdef int _msg_resize(self, Py_ssize_t cap) except -1
+    cdef int _payload_landed(self, const uint8_t *dst, Py_ssize_t n) except -1
     cdef int _hold(self, bytes rest) except -1
     cdef bint _stopped(self) noexcept
     cdef int _parse_held(self) except -1
@@ -134,5 +142,8 @@ cdef class Cork:
     cdef readonly bint polling
     cdef bint poll_activity
     cdef object _poll_cb
+    # --- the receive area shared by the loop's connections (reads are one at a time) ---
+    cdef bytearray recv_area
+    cdef object recv_view
     cdef int add(self, FrameEngine engine) except -1
     cdef int activity(self) except -1

@@ -138,6 +138,11 @@ class FrameEngine:
         """Parse ``data``; deliver every complete message; then write the output once."""
     def data_received(self, data: ReadableBuffer) -> None:
         """``feed``, under the name asyncio protocols use."""
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        """Where the next read goes (asyncio.BufferedProtocol): the loop's shared area, or
+        the message itself in the middle of a large frame."""
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` landed in the area ``get_buffer`` returned: parse them, as ``feed``."""
     def pause_delivery(self) -> None:
         """Hold incoming messages (the bytes, bounded by ``inbound_limit``) until ``resume_delivery``."""
     def resume_delivery(self) -> None:
@@ -240,6 +245,8 @@ class Cork:
     def __init__(self, call_soon: Callable[[Callable[[], object]], object], busy_poll: float = 0.0) -> None:
         """One per event loop; ``call_soon`` is the loop's.  ``busy_poll``: seconds the loop
         keeps polling (instead of sleeping) after a read; 0 turns it off."""
+    def receive_area(self) -> memoryview:
+        """The writable area this loop's connections read into, one read at a time."""
     @property
     def busy_poll(self) -> float:
         """The polling window in seconds (0: off)."""

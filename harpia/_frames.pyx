@@ -35,6 +35,9 @@ cdef extern from "_utf8.h" nogil:
 cdef extern from "Python.h":
     # The message being reassembled is a bytes object we own alone and grow in place, so a
     # binary message is handed to the handler without a final copy.
+    object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    char *PyByteArray_AS_STRING(object o)
+    int PyBUF_WRITE
     char *_bytes_data "PyBytes_AS_STRING" (PyObject *o)
     PyObject *_bytes_new "PyBytes_FromStringAndSize" (const char *s, Py_ssize_t n)
     int _bytes_resize "_PyBytes_Resize" (PyObject **o, Py_ssize_t n)
@@ -85,6 +88,12 @@ DEF CORK_FLUSH_AT = 65536
 DEF DIRECT_WRITE_AT = 65536
 DEF KEEP_BUFFER = 4096
 DEF SMALL_TEXT = 512
+# Reads go to the cork's shared area (RECV_AREA bytes, as uvloop's own read buffer) unless
+# a data frame has DIRECT_READ_AT bytes or more still to come: then straight into the
+# message.  RECV_SPARE: the area of an engine without a cork (a custom transport).
+DEF RECV_AREA = 262144
+DEF RECV_SPARE = 65536
+DEF DIRECT_READ_AT = 65536
 
 # Why two reasons: reading pauses while the outgoing buffer is over its limit AND while
 # inbound bytes are held behind an async handler; either alone must keep it paused.
@@ -249,17 +258,74 @@ cdef class FrameEngine:
     def data_received(self, data):
         self._feed(data)
 
-    cdef int _feed_buffer(self, object data) except -1:
+    # The transport's other way in (asyncio.BufferedProtocol): it reads straight into the
+    # area get_buffer() returns, then says how much landed.  Usually that area is the
+    # cork's, shared by the loop's connections (reads never interleave), so a read costs
+    # no allocation; in the middle of a large frame it is the message itself, so the
+    # payload goes from the kernel to the message's bytes with no copy in between and is
+    # unmasked in place.
+    def get_buffer(self, Py_ssize_t sizehint):
+        cdef Py_ssize_t window = self._direct_window()
+        if window:
+            self.recv_direct = True
+            return PyMemoryView_FromMemory(_bytes_data(self.msg_obj) + self.msg_len, window,
+                                           PyBUF_WRITE)
+        self.recv_direct = False
+        if self.cork is not None:
+            return self.cork.receive_area()
+        if self.recv_spare is None:
+            self.recv_spare = bytearray(RECV_SPARE)
+        return self.recv_spare
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        if self.recv_direct:
+            self.recv_direct = False
+            self._read_begin(nbytes)
+            self.in_feed = True
+            self.read_frames = 0
+            try:
+                self._payload_direct(nbytes)
+            finally:
+                self.in_feed = False
+            self._read_end()
+        elif self.cork is not None and self.cork.recv_area is not None:
+            self._feed_ptr(<const uint8_t *>PyByteArray_AS_STRING(self.cork.recv_area), nbytes,
+                           None)
+        else:
+            self._feed_ptr(<const uint8_t *>PyByteArray_AS_STRING(self.recv_spare), nbytes, None)
+
+    cdef int _feed(self, object data) except -1:
         cdef Py_buffer view
-        cdef Py_ssize_t used = 0
+        if PyBytes_CheckExact(data):
+            return self._feed_ptr(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                                  data)
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            self._parse(<const uint8_t *>view.buf, view.len, &used)
-            if self._stopped() and used < view.len and not self.input_closed:
-                self._hold(bytes((<const char *>view.buf)[used:view.len]))
+            self._feed_ptr(<const uint8_t *>view.buf, view.len, None)
         finally:
             PyBuffer_Release(&view)
         return 0
+
+    cdef int _feed_ptr(self, const uint8_t *data, Py_ssize_t n, object owner) except -1:
+        """Parse ``n`` bytes; ``owner`` is the bytes object they live in, or None when the
+        memory is only borrowed (then what must be held is copied)."""
+        cdef Py_ssize_t used = 0
+        self._read_begin(n)
+        if self.input_closed:
+            return 0
+        if self._stopped():
+            self._hold(owner if owner is not None else PyBytes_FromStringAndSize(<char *>data, n))
+            return 0
+        self.in_feed = True
+        self.read_frames = 0
+        try:
+            self._parse(data, n, &used)
+            if self._stopped() and used < n and not self.input_closed:
+                self._hold(owner[used:] if owner is not None
+                           else PyBytes_FromStringAndSize(<char *>data + used, n - used))
+        finally:
+            self.in_feed = False
+        return self._read_end()
 
     cdef int _hold(self, bytes rest) except -1:
         if self.held is None:
@@ -270,30 +336,14 @@ cdef class FrameEngine:
             self._pause_reading(PAUSE_INBOUND)
         return 0
 
-    cdef int _feed(self, object data) except -1:
-        cdef Py_ssize_t used = 0
-        cdef Py_ssize_t n
+    cdef int _read_begin(self, Py_ssize_t n) except -1:
         self.last_seen = _clock
-        self.bytes_in += len(data)
+        self.bytes_in += n
         if self.cork is not None and self.cork.poll_window_ns:
             self.cork.activity()
-        if self.input_closed:
-            return 0
-        if self._stopped():
-            self._hold(bytes(data))
-            return 0
-        self.in_feed = True
-        self.read_frames = 0
-        try:
-            if PyBytes_CheckExact(data):
-                n = PyBytes_GET_SIZE(data)
-                self._parse(<const uint8_t *>PyBytes_AS_STRING(data), n, &used)
-                if self._stopped() and used < n and not self.input_closed:
-                    self._hold(data[used:])
-            else:
-                self._feed_buffer(data)
-        finally:
-            self.in_feed = False
+        return 0
+
+    cdef int _read_end(self) except -1:
         if self.out_len:
             self.flush()
         if self.read_frames >= YIELD_AFTER_FRAMES and self.cork is not None \
@@ -301,6 +351,28 @@ cdef class FrameEngine:
             self._pause_reading(PAUSE_YIELD)
             self.cork.call_soon(self._end_yield)
         return 0
+
+    cdef Py_ssize_t _direct_window(self) except -1:
+        """How many bytes the next read may put straight into the message (0: none).
+
+        Only inside a plain data frame with DIRECT_READ_AT bytes or more still to come; the
+        message grows to at most twice what arrived (or by DIRECT_READ_AT), never to the
+        length the header announced: memory follows the bytes that came (as _msg_reserve)."""
+        cdef Py_ssize_t left, room, cap
+        if not self.in_payload or self.frame_opcode >= OP_CLOSE or self.msg_compressed \
+                or self.input_closed or self._stopped() or self.frame_left < DIRECT_READ_AT:
+            return 0
+        left = <Py_ssize_t>self.frame_left
+        room = self.msg_cap - self.msg_len
+        if room < DIRECT_READ_AT:
+            cap = 2 * self.msg_len
+            if cap < self.msg_len + DIRECT_READ_AT:
+                cap = self.msg_len + DIRECT_READ_AT
+            if cap > self.msg_len + left:
+                cap = self.msg_len + left
+            self._msg_resize(cap)
+            room = self.msg_cap - self.msg_len
+        return room if room < left else left
 
     def _end_yield(self):
         self._resume_reading(PAUSE_YIELD)
@@ -576,6 +648,22 @@ cdef class FrameEngine:
             harpia_mask(dst, src, n, self.frame_key, <size_t>(self.frame_done & 3))
         else:
             memcpy(dst, src, n)
+        return self._payload_landed(dst, n)
+
+    cdef int _payload_direct(self, Py_ssize_t n) except -1:
+        """``n`` payload bytes were read straight into the message (get_buffer)."""
+        cdef uint8_t *dst = <uint8_t *>_bytes_data(self.msg_obj) + self.msg_len
+        self.msg_len += n
+        if self.frame_masked:
+            harpia_mask(dst, dst, n, self.frame_key, <size_t>(self.frame_done & 3))
+        self._payload_landed(dst, n)
+        self.frame_left -= n
+        if self.frame_left == 0:
+            self.in_payload = False
+            self._frame_complete()
+        return 0
+
+    cdef int _payload_landed(self, const uint8_t *dst, Py_ssize_t n) except -1:
         self.frame_done += n
         if self.msg_opcode == OP_TEXT and self.frame_opcode < OP_CLOSE and not self.msg_compressed:
             # Fail fast: an invalid byte closes the connection the moment it arrives.
@@ -763,12 +851,18 @@ cdef class FrameEngine:
         end_of_frame = self.msg_len + <Py_ssize_t>self.frame_left
         if self.frame_fin and need <= end_of_frame < cap:
             cap = end_of_frame
+        return self._msg_resize(cap)
+
+    cdef int _msg_resize(self, Py_ssize_t cap) except -1:
         if self.msg_obj == NULL:
             self.msg_obj = _bytes_new(NULL, cap)
             if self.msg_obj == NULL:
                 raise MemoryError()
-        else:
-            _bytes_resize(&self.msg_obj, cap)
+        elif _bytes_resize(&self.msg_obj, cap) < 0:
+            # _PyBytes_Resize has freed the message and set MemoryError.
+            self.msg_obj = NULL
+            self.msg_cap = self.msg_len = 0
+            raise MemoryError()
         self.msg_cap = cap
         return 0
 
@@ -1294,6 +1388,13 @@ cdef class Cork:
         self.polling = False
         self.poll_activity = False
         self._poll_cb = self._poll
+
+    def receive_area(self):
+        """The writable area that connections of this loop read into, one read at a time."""
+        if self.recv_view is None:
+            self.recv_area = bytearray(RECV_AREA)
+            self.recv_view = memoryview(self.recv_area)
+        return self.recv_view
 
     @property
     def busy_poll(self):

@@ -46,7 +46,7 @@ class AttributeBag:
         return f"AttributeBag({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
-class ServerWebSocket(FrameEngine, asyncio.Protocol, Generic[T]):
+class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     """One client connection, as handlers see it (``ws``)."""
 
     __slots__ = (
