@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .app import App, WebSocketRoute
     from .server import Listener
 
-__all__ = ["ServerWebSocket", "AttributeBag"]
+__all__ = ["ServerWebSocket", "AttributeBag", "peer_address"]
 
 logger = logging.getLogger("harpia")
 
@@ -34,6 +34,25 @@ _EAGER = sys.version_info >= (3, 12)
 
 def _ignore() -> None:
     """The message handler of a route that has none."""
+
+
+#: ``remote_address`` not asked for yet: most routes never read it, and turning the
+#: transport's address into a tuple is Python work per connection.  Both loops record
+#: the peer when the connection is made, so it is still known after the socket is gone.
+UNRESOLVED: Any = object()
+
+
+def peer_address(transport: asyncio.BaseTransport | None) -> tuple[str, int] | None:
+    """The transport's peer as ``(host, port)``, or None (closed, or not a TCP socket)."""
+    if transport is None:
+        return None
+    try:
+        peer = transport.get_extra_info("peername")
+    except (OSError, RuntimeError):   # the socket is already gone
+        return None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return (str(peer[0]), int(peer[1]))
+    return None
 
 
 class AttributeBag:
@@ -50,7 +69,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     """One client connection, as handlers see it (``ws``)."""
 
     __slots__ = (
-        "app", "route", "listener", "transport", "head", "params", "remote_address",
+        "app", "route", "listener", "transport", "head", "params", "_remote_address",
         "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
         "_close_timer", "_close_notified", "_ping_outstanding", "_opened_at",
     )
@@ -63,7 +82,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         transport: asyncio.Transport,
         head: RequestHead,
         params: dict[str, str],
-        remote_address: tuple[str, int] | None,
+        remote_address: tuple[str, int] | None | object,
         subprotocol: str | None,
         secure: bool,
     ) -> None:
@@ -80,7 +99,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self.transport = transport
         self.head = head
         self.params = params
-        self.remote_address = remote_address
+        self._remote_address = remote_address
         self.subprotocol = subprotocol
         self.extensions: str | None = None
         self.secure = secure
@@ -110,6 +129,14 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     @data.setter
     def data(self, value: T) -> None:
         self._data = value
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The client's ``(host, port)``, or None when unknown (e.g. a Unix socket)."""
+        address = self._remote_address
+        if address is UNRESOLVED:
+            address = self._remote_address = peer_address(self.transport)
+        return address  # type: ignore[return-value]
 
     @property
     def readyState(self) -> int:  # noqa: N802 - the browser's and Bun's spelling
@@ -384,7 +411,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             transport.close()
             # close() waits until what is buffered is written: a peer that closed but never
             # reads would keep the connection, and its buffers, for as long as it likes.
-            if self._close_timer is None:
+            # With nothing buffered a plain socket closes now and needs no timer; TLS still
+            # waits for the peer's close_notify.
+            if self._close_timer is None and (self.secure or transport.get_write_buffer_size()):
                 self._close_timer = self.listener.loop.call_later(
                     self.listener.close_timeout, self._close_timed_out)
 

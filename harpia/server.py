@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _frames
-from .connection import ServerWebSocket
+from .connection import UNRESOLVED, ServerWebSocket, peer_address
 from .deflate import negotiate
 from .errors import ConfigurationError, HandshakeError
 from .handshake import (
@@ -135,7 +135,11 @@ class Listener:
         self._port: int | None = None
         self.accepting = False
         self._live: set[ServerWebSocket[Any]] = set()
-        self._handshaking: set[HttpProtocol] = set()
+        # Connections still in their HTTP stage, each with its deadline (handshake_timeout
+        # after it was accepted).  Deadlines grow in insertion order, so one timer for the
+        # oldest serves them all: no timer is made and cancelled per connection.
+        self._handshaking: dict[HttpProtocol, float] = {}
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self._all_gone: asyncio.Event | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = 1.0
@@ -220,6 +224,9 @@ class Listener:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         for protocol in list(self._handshaking):
             protocol.abort()
         for ws in list(self._live):
@@ -252,6 +259,22 @@ class Listener:
 
     def connection_opened(self, ws: ServerWebSocket[Any]) -> None:
         self._live.add(ws)
+
+    def handshake_started(self, protocol: HttpProtocol) -> None:
+        deadline = self.loop.time() + self.handshake_timeout
+        self._handshaking[protocol] = deadline
+        if self._handshake_timer is None:
+            self._handshake_timer = self.loop.call_at(deadline, self._expire_handshakes)
+
+    def _expire_handshakes(self) -> None:
+        """Answer 408 to every connection past its deadline; wait for the next one."""
+        self._handshake_timer = None
+        now = self.loop.time()
+        for protocol, deadline in list(self._handshaking.items()):
+            if deadline > now:
+                self._handshake_timer = self.loop.call_at(deadline, self._expire_handshakes)
+                return
+            protocol.timed_out()            # removes it from _handshaking
 
     def connection_ended(self, ws: ServerWebSocket[Any]) -> None:
         self._live.discard(ws)
@@ -300,13 +323,12 @@ def _clock_now() -> int:
 class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
-    __slots__ = ("listener", "transport", "parser", "timer", "busy", "early")
+    __slots__ = ("listener", "transport", "parser", "busy", "early")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpRequestParser()
-        self.timer: asyncio.TimerHandle | None = None
         self.busy = False
         self.early: list[bytes] | None = None
 
@@ -324,24 +346,19 @@ class HttpProtocol(asyncio.Protocol):
                 "closing new connections: %d handshakes in progress (max_pending_handshakes)", cap)
             self.transport.abort()
             return
-        listener._handshaking.add(self)
-        self.timer = listener.loop.call_later(listener.handshake_timeout, self._timed_out)
+        listener.handshake_started(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._done()
 
     def _done(self) -> None:
-        self.listener._handshaking.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.listener._handshaking.pop(self, None)
 
     def abort(self) -> None:
         self._done()
         self.transport.abort()
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
         # A slowloris (a byte a second) never finishes its head: answer 408 and hang up.
         self._respond(response_http(408, "handshake timed out\n"))
 
@@ -442,10 +459,7 @@ class HttpProtocol(asyncio.Protocol):
             raise HandshakeError(503, "server at capacity, try again later", {"Retry-After": "5"})
 
     def _peer(self) -> tuple[str, int] | None:
-        peer = self.transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return (str(peer[0]), int(peer[1]))
-        return None
+        return peer_address(self.transport)
 
     def _accept(self, route: WebSocketRoute, head: RequestHead, params: dict[str, str],
                 key: str, subprotocol: str | None, data: Any) -> None:
@@ -458,7 +472,7 @@ class HttpProtocol(asyncio.Protocol):
         if data is None and route.options.data is not None:
             data = route.options.data()
         ws: ServerWebSocket[Any] = ServerWebSocket(
-            listener.app, route, listener, transport, head, params, self._peer(),
+            listener.app, route, listener, transport, head, params, UNRESOLVED,
             subprotocol, listener.secure)
         if data is not None:
             ws._data = data

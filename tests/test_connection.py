@@ -677,3 +677,22 @@ async def test_idle_clock_is_fresh_for_the_first_connections() -> None:
         await client.send("alive")
         assert await client.recv() == "alive"
         assert mailbox.log == []
+
+
+async def test_remote_address_is_known_in_close_after_the_socket_is_gone() -> None:
+    # The address is read lazily; a close handler that first asks after an abrupt
+    # disconnect (the socket already closed) must still get it.
+    closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_close(ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        closed.set_result((code, ws.remote_address))
+
+    app = harpia.harpia()
+    app.ws("/x", {"close": on_close})
+    async with app.serve() as server:
+        client = await RawClient.open(server.port, "/x")
+        local_port = client.local_port
+        client.reset()
+        code, address = await asyncio.wait_for(closed, 5)
+    assert code == 1006
+    assert address == ("127.0.0.1", local_port)
