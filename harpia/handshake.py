@@ -129,6 +129,11 @@ class Headers(Mapping[str, str]):
         self._multi = multi
         return index
 
+    def compact(self) -> None:
+        """Drop the lookup index (rebuilt on next use): what an idle connection keeps."""
+        self._index = None
+        self._multi = None
+
     def __getitem__(self, name: str) -> str:
         """Return the first value of header ``name``; ``KeyError`` if absent."""
         index = self._index

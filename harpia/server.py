@@ -493,6 +493,8 @@ class HttpProtocol(asyncio.Protocol):
         ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None),
                   transport.get_write_buffer_size)
         listener.connection_opened(ws)
+        # The handshake's lookups are done; the index would be kept for the connection's life.
+        head.headers.compact()
         ws._opened()
         early = self.parser.trailing
         if self.early:

@@ -185,6 +185,14 @@ def test_headers_are_small() -> None:
     assert h._index is not None
 
 
+def test_compacted_headers_answer_the_same() -> None:
+    h = Headers([("Host", "a"), ("X-Multi", "1"), ("x-multi", "2")])
+    assert h.get_all("x-multi") == ["1", "2"]
+    h.compact()
+    assert h._index is None and h._multi is None
+    assert (h["HOST"], h.get_all("X-MULTI"), list(h)) == ("a", ["1", "2"], ["host", "x-multi"])
+
+
 # --- parser: valid requests --------------------------------------------------------
 
 
