@@ -94,6 +94,7 @@ DEF SMALL_TEXT = 512
 DEF RECV_AREA = 262144
 DEF RECV_SPARE = 65536
 DEF DIRECT_READ_AT = 65536
+DEF DIRECT_GROW_AT = 16384
 
 # Why two reasons: reading pauses while the outgoing buffer is over its limit AND while
 # inbound bytes are held behind an async handler; either alone must keep it paused.
@@ -364,7 +365,9 @@ cdef class FrameEngine:
             return 0
         left = <Py_ssize_t>self.frame_left
         room = self.msg_cap - self.msg_len
-        if room < DIRECT_READ_AT:
+        # Grow only when little room is left, and then by at least DIRECT_READ_AT: a
+        # client trickling a few bytes per read must not cost a realloc per read.
+        if room < left and room < DIRECT_GROW_AT:
             cap = 2 * self.msg_len
             if cap < self.msg_len + DIRECT_READ_AT:
                 cap = self.msg_len + DIRECT_READ_AT

@@ -128,6 +128,16 @@ def test_an_announced_length_does_not_reserve_memory() -> None:
     assert engine.events_received() == []
 
 
+def test_a_trickled_large_frame_grows_the_message_a_few_times_not_per_read() -> None:
+    engine, _ = corked()
+    payload = bytes(range(256)) * (600 * KiB // 256)
+    frame = cf(BINARY, payload)
+    offered = transport_reads(engine, frame, sizes=[7])
+    growths = sum(1 for a, b in zip(offered, offered[1:]) if b > a)
+    assert growths <= 8, growths            # geometric growth, whatever the read size
+    assert engine.events_received() == [("message", payload)]
+
+
 def test_invalid_utf8_read_straight_into_a_text_message_fails_at_once() -> None:
     engine, _ = corked()
     text = "a" * (300 * KiB)
