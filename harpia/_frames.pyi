@@ -207,7 +207,8 @@ class FrameEngine:
     def send_frame(
         self, opcode: int, payload: ReadableBuffer, *, fin: bool = True, rsv1: bool = False
     ) -> int:
-        """Queue one raw frame (fragments, control frames) without checks; returns the payload size."""
+        """Queue one raw frame (fragments, control frames) without protocol checks (an
+        opcode outside 0-15 is a ValueError); returns the payload size."""
     def ping(self, data: str | ReadableBuffer = b"") -> int:
         """Queue a ping (payload at most 125 bytes, else ValueError); returns as ``send``."""
     def pong(self, data: str | ReadableBuffer = b"") -> int:

@@ -1272,6 +1272,10 @@ cdef class FrameEngine:
                    bint rsv1=False):
         """Queue one raw frame (fragments, control frames); for tests and extensions."""
         cdef const uint8_t *p = &payload[0] if payload.shape[0] else NULL
+        if not 0 <= opcode <= 15:
+            # Protocol rules are not checked (that is the point), but an opcode must fit its
+            # four bits, or it would overwrite FIN and the RSV bits.
+            raise ValueError(f"opcode must be 0 to 15, got {opcode}")
         if self.ready_state != _OPEN:
             self.dropped += 1
             return 0

@@ -76,8 +76,9 @@ class WebSocketNamespace:
 
     subscriberCount = subscriber_count  # noqa: N815 - Bun's spelling
 
-    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
-        return self._app.publish(topic, message)
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
+                compress: bool | None = None) -> int:
+        return self._app.publish(topic, message, compress)
 
 
 class App:
@@ -193,14 +194,19 @@ class App:
 
     # ------------------------------------------------------------------ pub/sub
 
-    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
+                compress: bool | None = None) -> int:
         """Send ``message`` to every subscriber of ``topic``; returns how many took it in this
-        process (with a ``pubsub`` backplane it also goes to every other process)."""
-        return self._publish(topic, message, None)
+        process (with a ``pubsub`` backplane it also goes to every other process).
+
+        ``compress`` (subscribers with permessage-deflate): None compresses messages of at
+        least the route's ``compress_threshold``, True always, False never.  Other
+        processes of a backplane apply their own default."""
+        return self._publish(topic, message, None, compress)
 
     def _publish(self, topic: str, message: str | bytes | bytearray | memoryview,
-                 exclude: ServerWebSocket[Any] | None) -> int:
-        taken = self._topics.publish(topic, message, exclude)
+                 exclude: ServerWebSocket[Any] | None, compress: bool | None = None) -> int:
+        taken = self._topics.publish(topic, message, exclude, compress)
         backplane = self._backplane
         if backplane is not None:
             # Local subscribers have it already; the backplane must not bring it back here.

@@ -206,11 +206,13 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     def subscriptions(self) -> list[str]:
         return sorted(self._topics) if self._topics else []
 
-    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> int:
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
+                compress: bool | None = None) -> int:
         """Send ``message`` to every subscriber of ``topic`` (not to this connection unless
-        the route has ``publish_to_self=True``); returns how many local subscribers took it."""
+        the route has ``publish_to_self=True``); returns how many local subscribers took it.
+        ``compress`` as in ``app.publish``."""
         exclude = None if self.route.options.publish_to_self else self
-        return self.app._publish(topic, message, exclude)
+        return self.app._publish(topic, message, exclude, compress)
 
     def cork(self) -> None:
         """Nothing to do: every send is already batched per event-loop turn."""

@@ -17,7 +17,7 @@ class PathPattern:
     """``/room/:roomId`` matches ``/room/42`` with ``{"roomId": "42"}``; ``*`` at the end
     matches any rest of the path.  A parameter matches one non-empty path segment."""
 
-    __slots__ = ("pattern", "names", "_regex", "_static")
+    __slots__ = ("pattern", "names", "shape", "_regex", "_static")
 
     def __init__(self, pattern: str) -> None:
         if not pattern.startswith("/"):
@@ -26,6 +26,8 @@ class PathPattern:
         self.names: tuple[str, ...] = tuple(_PARAM.findall(pattern))
         if len(set(self.names)) != len(self.names):
             raise ConfigurationError(f"route {pattern!r} repeats a parameter name")
+        #: The pattern with its parameter names left out: equal shapes match equal paths.
+        self.shape = _PARAM.sub(":", pattern)
         static = not self.names and not pattern.endswith("*")
         self._static = pattern if static else None
         regex = ""
@@ -59,10 +61,12 @@ class Router(Generic[R]):
 
     def add(self, pattern: str, route: R) -> None:
         compiled = PathPattern(pattern)
-        if compiled.pattern in self._static or any(
-            p.pattern == pattern for p, _ in self._patterns
-        ):
+        if compiled.pattern in self._static:
             raise ConfigurationError(f"route {pattern!r} is already registered")
+        for other, _ in self._patterns:
+            if other.shape == compiled.shape:
+                same = "" if other.pattern == pattern else f" as {other.pattern!r} (the same paths)"
+                raise ConfigurationError(f"route {pattern!r} is already registered{same}")
         if compiled.names or pattern.endswith("*"):
             self._patterns.append((compiled, route))
         else:

@@ -104,12 +104,12 @@ class TopicRegistry:
         return list(self._topics)
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
-                exclude: Any = None) -> int:
+                exclude: Any = None, compress: bool | None = None) -> int:
         """Deliver to this process's subscribers; returns how many took the message."""
         subscribers = self._topics.get(topic)
         if subscribers is None:
             return 0
-        return _frames.publish(subscribers.snapshot(), message, exclude)
+        return _frames.publish(subscribers.snapshot(), message, exclude, compress)
 
     def publish_serialized(self, topic: str, frame: bytes) -> int:
         subscribers = self._topics.get(topic)

@@ -135,6 +135,14 @@ def test_send_frame_rsv1_bit() -> None:
     assert frame.rsv == 4 and frame.opcode == BINARY
 
 
+@pytest.mark.parametrize("opcode", [-1, 16, 0x81])
+def test_send_frame_refuses_an_opcode_wider_than_four_bits(opcode: int) -> None:
+    engine = FrameEngine()
+    with pytest.raises(ValueError, match="opcode must be 0 to 15"):
+        engine.send_frame(opcode, b"x")
+    assert engine.data_to_send() == b""
+
+
 def test_client_frames_use_fresh_mask_keys() -> None:
     engine = FrameEngine(client=True)
     keys = set()

@@ -72,3 +72,15 @@ def test_router_refuses_a_path_twice() -> None:
     for pattern in ("/chat", "/room/:id"):
         with pytest.raises(ConfigurationError, match="already registered"):
             router.add(pattern, "again")
+
+
+def test_router_refuses_a_pattern_that_only_renames_the_parameters() -> None:
+    # "/room/:other" would match exactly the paths "/room/:id" takes first: never reached.
+    router: Router[str] = Router()
+    router.add("/room/:id/seat/:n", "first")
+    with pytest.raises(ConfigurationError, match=r"already registered as '/room/:id/seat/:n'"):
+        router.add("/room/:other/seat/:k", "unreachable")
+    router.add("/room/:id/seat", "different shape")            # a different shape is fine
+    router.add("/room/:id/*", "wildcard")
+    assert router.match("/room/1/seat/2") == ("first", {"id": "1", "n": "2"})
+    assert router.match("/room/1/seat") == ("different shape", {"id": "1"})

@@ -3,10 +3,11 @@ sans-I/O engines as subscribers), then the same behaviour over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import zlib
 from typing import Any
 
 import pytest
-from wsclient import Mailbox, closed_code, ws_connect
+from wsclient import Mailbox, RawClient, closed_code, ws_connect
 
 import harpia
 from harpia import ServerWebSocket
@@ -335,3 +336,33 @@ async def test_broadcast_while_clients_disconnect() -> None:
         await speaker.__aexit__(None, None, None)
         for client in leavers:
             await client.__aexit__(None, None, None)
+
+
+async def test_publish_compress_flag_reaches_deflate_subscribers() -> None:
+    app = harpia.harpia()
+    app.ws("/", {"open": lambda ws: ws.subscribe("t")}, per_message_deflate=True)
+    async with app.serve() as server:
+        client = await RawClient.open(
+            server.port, "/", headers=[("Sec-WebSocket-Extensions", "permessage-deflate")])
+        try:
+            async def next_frame() -> tuple[bool, bytes]:
+                b0, b1 = await client._take(2, 5.0)
+                length = b1 & 0x7F
+                if length == 126:
+                    length = int.from_bytes(await client._take(2, 5.0), "big")
+                payload = await client._take(length, 5.0)
+                return bool(b0 & 0x40), bytes(payload)
+
+            def inflate(data: bytes) -> str:
+                return zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff").decode()
+
+            small = "a" * 100                                       # under the threshold (128)
+            assert app.publish("t", small, compress=True) == 1
+            assert app.publish("t", "big " * 50, compress=False) == 1
+            assert app.publish("t", small) == 1                     # default: the threshold
+            rsv1, payload = await next_frame()
+            assert rsv1 and len(payload) < 20 and inflate(payload) == small
+            assert await next_frame() == (False, ("big " * 50).encode())
+            assert await next_frame() == (False, small.encode())
+        finally:
+            client.close()
