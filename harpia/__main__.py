@@ -8,6 +8,7 @@ import os
 import sys
 
 from .app import App
+from .errors import ConfigurationError
 
 
 def load_app(spec: str) -> App:
@@ -54,9 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.pubsub:
         app.use_pubsub(args.pubsub)
     if args.busy_poll is not None:
-        if not 0 <= args.busy_poll <= 1:
-            parser.error("--busy-poll takes seconds between 0 and 1")
-        app.busy_poll = args.busy_poll
+        try:
+            app.busy_poll = args.busy_poll
+        except ConfigurationError as exc:
+            parser.error(f"--busy-poll: {exc}")
     app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
 
 

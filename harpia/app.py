@@ -101,13 +101,7 @@ class App:
                           ("max_pending_handshakes", max_pending_handshakes)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise ConfigurationError(f"{name} must be a positive int or None")
-        if isinstance(busy_poll, bool) or not isinstance(busy_poll, (int, float)) \
-                or not 0 <= busy_poll <= 1:
-            raise ConfigurationError("busy_poll must be a number of seconds between 0 and 1")
-        #: Seconds the event loop keeps polling, instead of sleeping, after a read (0: off).
-        #: Trades CPU while traffic flows for latency: a sleeping loop needs a wake-up to
-        #: see the next request (tens of microseconds on a VM).  See docs/performance.md.
-        self.busy_poll = float(busy_poll)
+        self.busy_poll = busy_poll
         #: Seconds a client gets to send its request head (slowloris bound); 10 s as websockets.
         self.handshake_timeout = float(handshake_timeout)
         #: Seconds to wait for the peer's close frame after ours, or for our close frame to be
@@ -131,6 +125,22 @@ class App:
         self._backplane_task: asyncio.Task[None] | None = None
         self._backplane_loop: asyncio.AbstractEventLoop | None = None
         self._backplane_users: set[Listener] = set()
+
+    @property
+    def busy_poll(self) -> float:
+        """Seconds the event loop keeps polling, instead of sleeping, after a read (0: off).
+
+        Trades CPU while traffic flows for latency: a sleeping loop needs a wake-up to see
+        the next request (tens of microseconds on a VM).  See docs/performance.md.  Read
+        when a listener starts."""
+        return self._busy_poll
+
+    @busy_poll.setter
+    def busy_poll(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+                or not 0 <= seconds <= 1:
+            raise ConfigurationError("busy_poll must be a number of seconds between 0 and 1")
+        self._busy_poll = float(seconds)
 
     # ------------------------------------------------------------------ routes
 

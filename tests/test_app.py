@@ -32,6 +32,10 @@ def test_harpia_makes_an_app_with_settings() -> None:
     assert (app.handshake_timeout, app.close_timeout) == (0.5, 2.0)
     assert app.busy_poll == 0.0
     assert harpia.harpia(busy_poll=0.0002).busy_poll == 0.0002
+    app.busy_poll = 0.001                      # settable before listening (the CLI does)
+    assert app.busy_poll == 0.001
+    with pytest.raises(ConfigurationError, match="busy_poll"):
+        app.busy_poll = 5
 
 
 @pytest.mark.parametrize("settings", [
