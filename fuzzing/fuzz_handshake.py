@@ -15,12 +15,9 @@ import atheris
 
 with atheris.instrument_imports():
     from harpia.errors import HandshakeError
-    from harpia.handshake import (
-        HttpRequestParser,
-        check_websocket_request,
-        error_response,
-        parse_extension_offers,
-    )
+    from harpia.handshake import check_websocket_request, parse_extension_offers
+    from harpia.http_parser import HttpRequestParser
+    from harpia.http_response import error_response
 
 LIMITS = {"max_request_line": 256, "max_header_line": 256, "max_headers": 16, "max_head_size": 2048}
 

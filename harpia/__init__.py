@@ -33,9 +33,11 @@ from .errors import (
     ProtocolError,
     Reject,
 )
-from .handshake import Headers, Request
+from .http_head import Headers
+from .http_response import Response
 from .options import RouteOptions
-from .server import Listener, Response
+from .request import Request
+from .server import Listener
 
 __version__ = "0.1.0"
 

@@ -14,10 +14,11 @@ from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError
 from .handlers import HandlerObject, RouteHandlers, WebSocketHandlers, bind_handlers
-from .handshake import Request
+from .http_response import Response
 from .options import RouteOptions, route_options
 from .routing import Router
-from .server import Listener, Response
+from .request import Request
+from .server import Listener
 from .stats import AppStats, prometheus_text
 from .topics import ConnectionSet, TopicRegistry
 

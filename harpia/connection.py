@@ -14,10 +14,10 @@ import sys
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import parse_qsl
 
 from ._frames import OPEN, FrameEngine
-from .handshake import Headers, RequestHead
+from .http_head import Headers, RequestHead
+from .request import query_first_values, request_url
 
 if TYPE_CHECKING:
     from .app import App, WebSocketRoute
@@ -150,18 +150,13 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     @property
     def url(self) -> str:
         """The absolute URL the client asked for: ``ws://host/path?query`` (``wss://`` on TLS)."""
-        scheme = "wss" if self.secure else "ws"
-        host = self.head.headers.get("host", "")
-        query = f"?{self.head.raw_query}" if self.head.raw_query else ""
-        return f"{scheme}://{host}{self.head.path}{query}"
+        head = self.head
+        return request_url(self.secure, head.headers, head.path, head.raw_query)
 
     @property
     def query(self) -> dict[str, str]:
         """Query parameters, name -> first value."""
-        result: dict[str, str] = {}
-        for name, value in parse_qsl(self.head.raw_query, keep_blank_values=True):
-            result.setdefault(name, value)
-        return result
+        return query_first_values(self.head.raw_query)
 
     @property
     def headers(self) -> Headers:

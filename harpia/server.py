@@ -21,24 +21,22 @@ from .connection import UNRESOLVED, ServerWebSocket, peer_address
 from .deflate import negotiate
 from .errors import ConfigurationError, HandshakeError
 from .handshake import (
-    HttpRequestParser,
-    Request,
-    RequestHead,
     check_origin,
     check_websocket_request,
-    error_response,
     is_websocket_upgrade,
     parse_extension_offers,
-    response_101,
-    response_http,
     select_subprotocol,
 )
+from .http_head import RequestHead
+from .http_parser import HttpRequestParser
+from .http_response import Response, error_response, response_101, response_http
+from .request import Request
 from .topics import ConnectionSet
 
 if TYPE_CHECKING:
     from .app import App, HttpRoute, WebSocketRoute
 
-__all__ = ["Listener", "HttpProtocol", "Response", "make_ssl_context"]
+__all__ = ["Listener", "HttpProtocol", "make_ssl_context"]
 
 logger = logging.getLogger("harpia")
 
@@ -68,24 +66,6 @@ class LogThrottle:
         logger.warning(message, *args)
         self._logged_at = now
         self._suppressed = 0
-
-
-class Response:
-    """A plain HTTP answer from an ``app.get`` handler."""
-
-    __slots__ = ("body", "status", "headers", "content_type")
-
-    def __init__(
-        self,
-        body: str | bytes = b"",
-        status: int = 200,
-        headers: Mapping[str, str] | None = None,
-        content_type: str | None = None,
-    ) -> None:
-        self.body = body
-        self.status = status
-        self.headers = dict(headers or {})
-        self.content_type = content_type
 
 
 def make_ssl_context(tls: Mapping[str, Any] | ssl.SSLContext | None) -> ssl.SSLContext | None:

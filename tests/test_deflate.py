@@ -17,7 +17,8 @@ from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 from harpia.deflate import DeflateAgreement, DeflateOptions, deflate_options, negotiate
 from harpia.errors import ConfigurationError
-from harpia.handshake import HttpRequestParser, parse_extension_offers
+from harpia.handshake import parse_extension_offers
+from harpia.http_parser import HttpRequestParser
 from harpia.options import route_options
 
 DEFAULTS = DeflateOptions()

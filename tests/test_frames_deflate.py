@@ -31,7 +31,8 @@ from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 from harpia import _deflate
 from harpia._frames import FrameEngine, publish, serialize_frame
 from harpia.deflate import DeflateOptions, negotiate
-from harpia.handshake import HttpRequestParser, parse_extension_offers
+from harpia.handshake import parse_extension_offers
+from harpia.http_parser import HttpRequestParser
 
 TEXT, BINARY, CONT, PING, CLOSE = 1, 2, 0, 9, 8
 MASK = b"\x12\x34\x56\x78"

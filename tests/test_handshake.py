@@ -1,4 +1,5 @@
-"""Tests for harpia.handshake: HTTP request parsing and the RFC 6455 opening handshake."""
+"""Tests for the opening handshake: HTTP request parsing (http_parser, http_head), the
+RFC 6455 checks (handshake), the responses (http_response) and Request (request)."""
 from __future__ import annotations
 
 import base64
@@ -16,21 +17,18 @@ from wsproto.utilities import RemoteProtocolError
 
 from harpia.errors import HandshakeError, Reject
 from harpia.handshake import (
-    Headers,
-    HttpRequestParser,
-    Request,
-    RequestHead,
     accept_key,
     check_origin,
     check_websocket_request,
-    error_response,
     is_websocket_upgrade,
     parse_extension_offers,
     parse_header_tokens,
-    response_101,
-    response_http,
     select_subprotocol,
 )
+from harpia.http_head import Headers, RequestHead
+from harpia.http_parser import HttpRequestParser
+from harpia.http_response import error_response, response_101, response_http
+from harpia.request import Request
 
 # RFC 6455 §1.3 example key and its accept value.
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
