@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
 from ._frames import CLOSED, CLOSING, CONNECTING, OPEN
 from .app import App, harpia
 from .backplane import Backplane, RedisBackplane
+from .client import ClientWebSocket, connect
 from .connection import ServerWebSocket
 from .deflate import DeflateOptions
 from .errors import (
@@ -44,6 +45,8 @@ __version__ = "0.1.0"
 __all__ = [
     "harpia",
     "App",
+    "connect",
+    "ClientWebSocket",
     "ServerWebSocket",
     "Request",
     "Response",

@@ -1,0 +1,653 @@
+"""``harpia.connect``: a WebSocket client on the same frame engine as the server.
+
+    async with harpia.connect("wss://example.com/feed") as ws:
+        ws.send("subscribe")
+        async for message in ws:
+            ...
+
+``ClientWebSocket`` *is* a ``FrameEngine`` in the client role (it masks what it sends),
+bound to an asyncio transport once the opening handshake (``client_handshake``) has
+succeeded.  Messages reach the user in one of two ways:
+
+- handlers, in the shape of a server route (``{"open", "message", "close", "error",
+  "drain", "ping", "pong"}``): the engine calls ``message`` directly from the read, with
+  no Python frame in between (the fast path);
+- without a ``message`` handler, ``await ws.recv()`` and ``async for``: messages wait in a
+  queue of at most ``max_queue``; once it is full the engine holds further input (at most
+  ``inbound_limit`` bytes) and then stops reading from the socket until the application
+  catches up, so a fast sender cannot grow the client's memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+import sys
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any, TypedDict
+
+from ._frames import OPEN, Cork, FrameEngine
+from .client_handshake import ClientHandshake, HandshakeResult, parse_url
+from .errors import ConfigurationError, ConnectionClosed, HandshakeError
+from .handlers import RouteHandlers, bind_handlers
+from .handshake import Headers
+
+__all__ = ["connect", "Connect", "ClientWebSocket", "ClientHandlers", "client_ssl_context"]
+
+logger = logging.getLogger("harpia")
+
+_EAGER = sys.version_info >= (3, 12)
+
+#: Default limits, as the server's routes: a message of up to 16 MiB, 1 MiB of unsent
+#: output before ``send`` returns -1, 16 queued messages before reading pauses.
+MAX_PAYLOAD_LENGTH = 16 * 1024 * 1024
+BACKPRESSURE_LIMIT = 1024 * 1024
+MAX_QUEUE = 16
+#: Input held (unparsed) once the queue is full, before the socket stops being read.
+INBOUND_LIMIT = 64 * 1024
+OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0
+MAX_REDIRECTS = 5
+
+#: Close codes after which ``async for`` ends quietly instead of raising.
+_NORMAL_CLOSURE = frozenset((1000, 1001))
+
+# One cork (output batched per loop turn, the shared receive area) per event loop.
+_corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cork] = weakref.WeakKeyDictionary()
+
+
+def _cork_for(loop: asyncio.AbstractEventLoop) -> Cork:
+    cork = _corks.get(loop)
+    if cork is None:
+        cork = _corks[loop] = Cork(loop.call_soon)
+    return cork
+
+
+def client_ssl_context(tls: Mapping[str, Any] | ssl.SSLContext | None) -> ssl.SSLContext:
+    """The context of a ``wss://`` connection: certificates verified against the system's
+    CAs (or ``tls["ca"]``); ``tls["cert"]``/``tls["key"]`` present a client certificate."""
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if tls is None:
+        return context
+    if not isinstance(tls, Mapping):
+        raise ConfigurationError("tls must be a mapping (ca, cert, key, passphrase) or an "
+                                 "ssl.SSLContext")
+    unknown = set(tls) - {"ca", "cert", "key", "passphrase"}
+    if unknown:
+        raise ConfigurationError(f"unknown tls option(s): {', '.join(sorted(unknown))}")
+    if tls.get("ca"):
+        context.load_verify_locations(str(tls["ca"]))
+    if tls.get("cert"):
+        context.load_cert_chain(str(tls["cert"]), tls.get("key") and str(tls["key"]),
+                                tls.get("passphrase"))
+    elif tls.get("key"):
+        raise ConfigurationError("tls 'key' needs 'cert' (a client certificate)")
+    return context
+
+
+_Message = str | bytes
+
+
+class ClientHandlers(TypedDict, total=False):
+    """The handlers of a client connection, as a mapping; every key is optional."""
+
+    open: Callable[[ClientWebSocket], object]
+    message: Callable[[ClientWebSocket, _Message], object]
+    close: Callable[[ClientWebSocket, int, str], object]
+    error: Callable[[ClientWebSocket, BaseException], object]
+    drain: Callable[[ClientWebSocket], object]
+    ping: Callable[[ClientWebSocket, bytes], object]
+    pong: Callable[[ClientWebSocket, bytes], object]
+
+
+def _queue_message(ws: ClientWebSocket, message: _Message) -> None:
+    """The message handler of a connection without one: queue for ``recv()``."""
+    queue = ws._queue
+    queue.append(message)
+    waiter = ws._waiter
+    if waiter is not None:
+        ws._waiter = None
+        if not waiter.done():
+            waiter.set_result(None)
+    if len(queue) >= ws.max_queue:
+        ws.pause_delivery()
+
+
+class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
+    """One client connection (``ws``): the engine in the client role on a transport."""
+
+    __slots__ = (
+        "url", "transport", "loop", "response_headers", "subprotocol", "extensions",
+        "max_queue", "close_timeout", "_handlers", "_queue", "_waiter", "_closed",
+        "_close_timer", "_initiated_close", "_failed", "_close_code", "_close_reason", "_drain_waiter",
+    )
+
+    def __init__(
+        self,
+        url: str,
+        handlers: RouteHandlers,
+        *,
+        max_payload_length: int,
+        backpressure_limit: int,
+        max_queue: int,
+        close_timeout: float,
+    ) -> None:
+        super().__init__(client=True, max_payload_length=max_payload_length,
+                         backpressure_limit=backpressure_limit, inbound_limit=INBOUND_LIMIT)
+        self.url = url
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.response_headers = Headers()
+        self.subprotocol: str | None = None
+        self.extensions: str | None = None
+        self.max_queue = max_queue
+        self.close_timeout = close_timeout
+        self._handlers = handlers
+        self._queue: collections.deque[_Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[tuple[int, str]] = self.loop.create_future()
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._initiated_close = False
+        self._failed = False
+        self._close_code = 0
+        self._close_reason = ""
+        self._drain_waiter: asyncio.Future[None] | None = None
+        message = handlers.message
+        if message is not None:
+            self.bind_message_handler(message.fn, message.arity, message.is_async)
+        else:
+            self.bind_message_handler(_queue_message, 2, False)
+
+    # ------------------------------------------------------------------ user API
+
+    @property
+    def readyState(self) -> int:  # noqa: N802 - the browser's spelling
+        """0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""
+        return self.ready_state
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued for the server and not yet taken by the kernel."""
+        transport = self.transport
+        pending = super().buffered_amount - self.transport_buffered
+        if transport is None or transport.is_closing():
+            return int(pending)
+        return int(pending + transport.get_write_buffer_size())
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed (see ``wait_closed``), else None."""
+        return self._close_code or None
+
+    @property
+    def close_reason(self) -> str:
+        return self._close_reason
+
+    async def recv(self) -> _Message:
+        """The next message (``str`` for text, ``bytes`` for binary).
+
+        Raises ``ConnectionClosed`` (with the close code and reason) once the connection
+        is closed and every message that arrived before has been taken.
+        """
+        queue = self._queue
+        while not queue:
+            if self._handlers.message is not None:
+                raise ConfigurationError("recv() has no messages to give: this connection "
+                                         "delivers them to its 'message' handler")
+            if self._closed.done():
+                code, reason = self._closed.result()
+                raise ConnectionClosed(code, reason)
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = self.loop.create_future()
+            await waiter
+        message = queue.popleft()
+        if len(queue) <= self.max_queue // 4:
+            self.resume_delivery()        # a no-op unless the queue had filled up
+        return message
+
+    def __aiter__(self) -> ClientWebSocket:
+        return self
+
+    async def __anext__(self) -> _Message:
+        try:
+            return await self.recv()
+        except ConnectionClosed as exc:
+            if exc.code in _NORMAL_CLOSURE:
+                raise StopAsyncIteration from None
+            raise
+
+    async def drain(self) -> None:
+        """Wait until output is back under a quarter of ``backpressure_limit`` after a
+        ``send`` returned -1 (returns at once otherwise, and once closed)."""
+        if self.buffered_amount <= self.backpressure_limit or self._closed.done():
+            return
+        if self._drain_waiter is None:
+            self._drain_waiter = self.loop.create_future()
+        await asyncio.shield(self._drain_waiter)
+
+    async def wait_closed(self) -> tuple[int, str]:
+        """Wait until the connection is closed; its close code and reason.
+
+        The code is the server's when it closed first; ours when we did and the server
+        answered (or when we failed the connection for a protocol error: 1002, 1007,
+        1009...); 1006 when the connection ended without the closing handshake
+        (``close_timeout`` bounds the wait for the server's reply).
+        """
+        return await asyncio.shield(self._closed)
+
+    def terminate(self) -> None:
+        """Drop the connection at once, without a closing handshake (close code 1006)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def __repr__(self) -> str:
+        state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.ready_state]
+        return f"<ClientWebSocket {self.url} {state}>"
+
+    # ------------------------------------------------------------------ engine hooks
+
+    def ping_received(self, payload: bytes) -> None:
+        handler = self._handlers.ping
+        if handler is not None:
+            self._call(handler, self, payload)
+
+    def pong_received(self, payload: bytes) -> None:
+        handler = self._handlers.pong
+        if handler is not None:
+            self._call(handler, self, payload)
+
+    def close_received(self, code: int, reason: str) -> None:
+        # The handshake is complete (our echo is queued, or theirs was the reply).  The
+        # server closes TCP first (RFC 6455 section 7.1.1); it gets close_timeout to.
+        self.flush_output()
+        self._arm_close_timer(self._close_transport)
+
+    def protocol_failed(self, code: int, reason: str) -> None:
+        logger.info("closing %s: the server broke the protocol (%d %s)", self.url, code, reason)
+        self._initiated_close = self._failed = True
+        self._close_transport()
+
+    def closing_started(self) -> None:
+        if self.close_code_received == 0:
+            self._initiated_close = True
+            self._arm_close_timer(self.terminate)
+
+    def handler_failed(self, exc: BaseException) -> None:
+        handler = self._handlers.error
+        if handler is not None:
+            try:
+                result = handler(self, exc)
+                if handler.is_async:
+                    task = self.loop.create_task(result)
+                    task.add_done_callback(self._error_handler_done)
+                return
+            except Exception as second:
+                exc = second
+        self._unhandled(exc)
+
+    def start_async(self, awaitable: Awaitable[Any]) -> bool:
+        task = self._spawn(awaitable, resume=True)
+        return not task.done()
+
+    def drained(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        handler = self._handlers.drain
+        if handler is not None:
+            self._call(handler, self)
+
+    def set_reading(self, reading: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if reading:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    # ------------------------------------------------------------------ asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
+        pass    # handed over by the handshake with set_protocol()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        assert self.transport is not None
+        self.pause_output(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        self.resume_output(self.transport.get_write_buffer_size())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self.detach()
+        if self._initiated_close and (self.close_code_received or self._failed):
+            code, reason = self.close_code_sent, self.close_reason_sent
+        elif self.close_code_received:
+            code, reason = self.close_code_received, self.close_reason_received
+        else:
+            code, reason = 1006, ""
+        self._close_code, self._close_reason = code, reason
+        self._closed.set_result((code, reason))
+        for waiter in (self._waiter, self._drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self._waiter = self._drain_waiter = None
+        handler = self._handlers.close
+        if handler is not None:
+            self._call(handler, self, code, reason)
+
+    # ------------------------------------------------------------------ internals
+
+    def _start(self, transport: asyncio.Transport, result: HandshakeResult,
+               cork: Cork) -> None:
+        """The 101 arrived: take over the transport and deliver the first frames."""
+        self.transport = transport
+        self.response_headers = result.headers
+        self.subprotocol = result.subprotocol
+        self.extensions = result.extensions
+        if result.deflate is not None:
+            self.enable_deflate(**result.deflate.engine_settings())  # type: ignore[arg-type]
+        transport.set_protocol(self)
+        # As on the server: the engine learns what the transport holds only from
+        # pause/resume_writing, exact when pausing as soon as anything is left behind.
+        transport.set_write_buffer_limits(high=1, low=0)
+        self.attach(transport.write, cork, getattr(transport, "writelines", None),
+                    transport.get_write_buffer_size)
+        handler = self._handlers.open
+        if handler is not None:
+            try:
+                opened = handler(self)
+                if handler.is_async:
+                    self.pause_delivery()     # messages wait for an async open handler
+                    if self._spawn(opened, resume=True).done():
+                        self.resume_delivery()
+            except Exception as exc:
+                self.handler_failed(exc)
+        if result.trailing:
+            self.feed(result.trailing)
+
+    def _arm_close_timer(self, action: Callable[[], None]) -> None:
+        if self._close_timer is None and self.transport is not None:
+            self._close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out,
+                                                     action)
+
+    def _close_timed_out(self, action: Callable[[], None]) -> None:
+        self._close_timer = None
+        action()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.flush_output()
+            transport.close()
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
+            # A server that never reads would keep close() waiting on our buffer.
+            self._arm_close_timer(self.terminate)
+
+    def _unhandled(self, exc: BaseException) -> None:
+        logger.error("unhandled error in a handler of the connection to %s; closing with 1011",
+                     self.url, exc_info=exc)
+        if self.ready_state == OPEN:
+            self.close(1011, "internal error")
+
+    def _error_handler_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            exc = task.exception()
+            if isinstance(exc, Exception):
+                self._unhandled(exc)
+
+    def _call(self, handler: Any, *args: Any) -> None:
+        try:
+            result = handler(*args)
+            if handler.is_async:
+                self._spawn(result)
+        except Exception as exc:
+            self.handler_failed(exc)
+
+    def _spawn(self, awaitable: Awaitable[Any], resume: bool = False) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any]
+        if _EAGER:
+            task = asyncio.Task(awaitable, loop=self.loop, eager_start=True)  # type: ignore[call-arg, arg-type, unused-ignore]
+        else:
+            task = self.loop.create_task(awaitable)  # type: ignore[arg-type]
+        if task.done():
+            self._async_done(task, False)
+        else:
+            task.add_done_callback(self._resume_after if resume else self._report_after)
+        return task
+
+    def _resume_after(self, task: asyncio.Task[Any]) -> None:
+        self._async_done(task, True)
+
+    def _report_after(self, task: asyncio.Task[Any]) -> None:
+        self._async_done(task, False)
+
+    def _async_done(self, task: asyncio.Task[Any], resume: bool) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, Exception):
+            self.handler_failed(exc)
+        if resume:
+            self.resume_delivery()
+
+
+class _HandshakeProtocol(asyncio.Protocol):
+    """Sends the upgrade request and reads the answer; hands over to the engine on a 101."""
+
+    def __init__(self, handshake: ClientHandshake, ws: Callable[[], ClientWebSocket],
+                 done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]]) -> None:
+        self.handshake = handshake
+        self.make_ws = ws
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.handshake.request())  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        self._feed(data, False)
+
+    def eof_received(self) -> bool:
+        self._feed(b"", True)
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            error = ConnectionError("connection lost during the opening handshake")
+            self.done.set_exception(error)
+
+    def _feed(self, data: bytes, eof: bool) -> None:
+        if self.done.done():
+            return
+        transport = self.transport
+        assert transport is not None
+        try:
+            result = self.handshake.feed(data, eof)
+        except HandshakeError as exc:
+            self.done.set_exception(exc)
+            transport.close()
+            return
+        if result is None:
+            return
+        if result.status != 101:              # a redirect: the caller decides
+            self.done.set_result((result, None))
+            transport.close()
+            return
+        ws = self.make_ws()
+        ws._start(transport, result, _cork_for(ws.loop))
+        self.done.set_result((result, ws))
+
+
+class _Redirect(Exception):
+    def __init__(self, result: HandshakeResult) -> None:
+        super().__init__(result.location)
+        self.result = result
+
+
+class Connect:
+    """What ``connect()`` returns: ``await`` it for the connection, or use it as
+    ``async with connect(...) as ws`` (closed with 1000 on the way out)."""
+
+    def __init__(self, url: str, handlers: ClientHandlers | object | None,
+                 options: dict[str, Any]) -> None:
+        self.url = url
+        self.handlers = bind_handlers(handlers if handlers is not None else {})
+        self.options = options
+        self.ws: ClientWebSocket | None = None
+
+    def __await__(self) -> Generator[Any, None, ClientWebSocket]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> ClientWebSocket:
+        self.ws = await self._open()
+        return self.ws
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        if ws.ready_state == OPEN:
+            ws.close(1000)
+        await ws.wait_closed()
+
+    async def _open(self) -> ClientWebSocket:
+        options = self.options
+        url = self.url
+        redirects = 0
+        async with asyncio.timeout(options["open_timeout"]):
+            while True:
+                try:
+                    return await self._open_once(url)
+                except _Redirect as redirect:
+                    location = redirect.result.location
+                    assert location is not None
+                    if not options["follow_redirects"]:
+                        raise HandshakeError(
+                            redirect.result.status,
+                            f"redirected to {location} (pass follow_redirects=True to follow)",
+                            dict(redirect.result.headers.raw_items())) from None
+                    redirects += 1
+                    if redirects > options["max_redirects"]:
+                        raise HandshakeError(redirect.result.status,
+                                             f"more than {options['max_redirects']} redirects"
+                                             ) from None
+                    url = location
+
+    async def _open_once(self, url: str) -> ClientWebSocket:
+        options = self.options
+        target = parse_url(url)
+        handshake = ClientHandshake(
+            target, subprotocols=options["subprotocols"], headers=options["headers"],
+            per_message_deflate=options["per_message_deflate"])
+        context = None
+        if target.secure:
+            context = client_ssl_context(options["tls"])
+        elif options["tls"] is not None:
+            raise ConfigurationError(f"tls is given but {url!r} is not a wss:// URL")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]] = loop.create_future()
+
+        def make_ws() -> ClientWebSocket:
+            return ClientWebSocket(
+                target.url, self.handlers, max_payload_length=options["max_payload_length"],
+                backpressure_limit=options["backpressure_limit"],
+                max_queue=options["max_queue"], close_timeout=options["close_timeout"])
+
+        def protocol() -> _HandshakeProtocol:
+            return _HandshakeProtocol(handshake, make_ws, done)
+
+        server_hostname = target.host if context is not None else None
+        if options["unix"] is not None:
+            transport, _ = await loop.create_unix_connection(
+                protocol, str(options["unix"]), ssl=context, server_hostname=server_hostname)
+        else:
+            transport, _ = await loop.create_connection(
+                protocol, target.host, target.port, ssl=context, server_hostname=server_hostname)
+        try:
+            result, ws = await done
+        except BaseException:
+            transport.abort()
+            raise
+        if ws is None:
+            raise _Redirect(result)
+        return ws
+
+
+def _check_limit(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an int >= {minimum}, not {value!r}")
+    return value
+
+
+def _check_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def connect(
+    url: str,
+    handlers: ClientHandlers | object | None = None,
+    *,
+    subprotocols: Sequence[str] | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    per_message_deflate: bool = False,
+    max_payload_length: int = MAX_PAYLOAD_LENGTH,
+    backpressure_limit: int = BACKPRESSURE_LIMIT,
+    max_queue: int = MAX_QUEUE,
+    tls: Mapping[str, Any] | ssl.SSLContext | None = None,
+    unix: str | None = None,
+    open_timeout: float = OPEN_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
+    follow_redirects: bool = False,
+    max_redirects: int = MAX_REDIRECTS,
+) -> Connect:
+    """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
+
+    ``ws = await connect(url)`` or ``async with connect(url) as ws``.  ``handlers`` has the
+    shape of a server route's (a mapping or an object with methods); without a
+    ``message`` handler, messages are read with ``await ws.recv()`` or ``async for``.
+    Raises ``HandshakeError`` (with ``status``, ``message`` holding the body, ``headers``)
+    when the server refuses or answers wrongly, ``OSError`` when it cannot be reached,
+    ``TimeoutError`` after ``open_timeout`` seconds.
+    """
+    if not isinstance(per_message_deflate, bool):
+        raise ConfigurationError("per_message_deflate must be True or False, not "
+                                 f"{type(per_message_deflate).__name__}")
+    if isinstance(subprotocols, str):
+        raise ConfigurationError("subprotocols must be a list of names, not one str")
+    header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+    options: dict[str, Any] = {
+        "subprotocols": list(subprotocols or ()),
+        "headers": header_list,
+        "per_message_deflate": per_message_deflate,
+        "max_payload_length": _check_limit("max_payload_length", max_payload_length),
+        "backpressure_limit": _check_limit("backpressure_limit", backpressure_limit),
+        "max_queue": _check_limit("max_queue", max_queue),
+        "tls": tls,
+        "unix": unix,
+        "open_timeout": _check_seconds("open_timeout", open_timeout),
+        "close_timeout": _check_seconds("close_timeout", close_timeout),
+        "follow_redirects": bool(follow_redirects),
+        "max_redirects": _check_limit("max_redirects", max_redirects, 0),
+    }
+    # Bad header names or subprotocols fail here, not on the first await.
+    ClientHandshake(parse_url(url), subprotocols=subprotocols, headers=header_list)
+    return Connect(url, handlers, options)
+

@@ -1,0 +1,163 @@
+"""The client side of the opening handshake, sans-I/O: URLs, the request, response checks."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request
+
+from harpia.client_handshake import ClientHandshake, parse_url
+from harpia.errors import HandshakeError
+from harpia.handshake import accept_key
+
+
+def test_parse_url_forms() -> None:
+    t = parse_url("ws://example.com/chat?room=1")
+    assert (t.secure, t.host, t.port, t.resource, t.host_header) == (
+        False, "example.com", 80, "/chat?room=1", "example.com")
+    t = parse_url("wss://example.com")
+    assert (t.secure, t.port, t.resource, t.host_header) == (True, 443, "/", "example.com")
+    t = parse_url("ws://[::1]:9001/x")
+    assert (t.host, t.port, t.host_header) == ("::1", 9001, "[::1]:9001")
+    t = parse_url("WSS://h:443/")
+    assert t.host_header == "h" and t.secure
+
+
+@pytest.mark.parametrize("url, words", [
+    ("http://example.com/", "not a WebSocket URL"),
+    ("ws:///path", "no host"),
+    ("ws://h:99999/", "bad port"),
+    ("ws://h/#frag", "fragment"),
+    ("ws://user:pw@h/", "credentials"),
+])
+def test_parse_url_refuses(url: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_url(url)
+
+
+def test_request_is_accepted_by_wsproto() -> None:
+    """wsproto, as the server, reads our request and answers; we accept its answer."""
+    hs = ClientHandshake(parse_url("ws://localhost:8000/chat?x=1"), subprotocols=["a", "b"],
+                         headers={"Origin": "http://localhost"}, per_message_deflate=True)
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(hs.request())
+    (request,) = list(server.events())
+    assert isinstance(request, Request)
+    assert request.target == "/chat?x=1" and request.host == "localhost:8000"
+    assert request.subprotocols == ["a", "b"]
+    assert any(name.lower() == b"origin" for name, _ in request.extra_headers)
+    reply = server.send(AcceptConnection(subprotocol="b"))
+    # Whole, byte by byte, and with the first frame right behind the head.
+    result = hs.feed(reply)
+    assert result is not None and result.status == 101 and result.subprotocol == "b"
+    assert result.trailing == b""
+    hs2 = ClientHandshake(parse_url("ws://localhost:8000/"), subprotocols=["b"], key=hs.key)
+    for i in range(len(reply) - 1):
+        assert hs2.feed(reply[i:i + 1]) is None
+    result = hs2.feed(reply[-1:] + b"\x81\x02hi")
+    assert result is not None and result.trailing == b"\x81\x02hi" and result.subprotocol == "b"
+
+
+def _response(key: str, *extra: str, accept: str | None = None) -> bytes:
+    lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Accept: {accept if accept is not None else accept_key(key)}",
+             *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("extra, accept, words", [
+    ((), "x" * 28, "Sec-WebSocket-Accept"),
+    (("Sec-WebSocket-Protocol: other",), None, "not offered"),
+    (("Sec-WebSocket-Extensions: x-webkit-deflate",), None, "not offered"),
+    (("Sec-WebSocket-Extensions: permessage-deflate",), None, "not offered"),
+])
+def test_bad_101_is_refused(extra: tuple[str, ...], accept: str | None, words: str) -> None:
+    hs = ClientHandshake(parse_url("ws://h/"), subprotocols=["chat"])
+    with pytest.raises(HandshakeError, match=words) as info:
+        hs.feed(_response(hs.key, *extra, accept=accept))
+    assert info.value.status == 101
+
+
+@pytest.mark.parametrize("params, words", [
+    ("; server_max_window_bits=16", "bad permessage-deflate"),
+    ("; server_no_context_takeover; server_no_context_takeover", "twice"),
+    ("; mystery", "unknown"),
+    ("; client_no_context_takeover=1", "takes no value"),
+])
+def test_bad_deflate_answer_is_refused(params: str, words: str) -> None:
+    hs = ClientHandshake(parse_url("ws://h/"), per_message_deflate=True)
+    with pytest.raises(HandshakeError, match=words):
+        hs.feed(_response(hs.key, f"Sec-WebSocket-Extensions: permessage-deflate{params}"))
+
+
+def test_deflate_answer_becomes_engine_settings() -> None:
+    hs = ClientHandshake(parse_url("ws://h/"), per_message_deflate=True)
+    assert b"permessage-deflate; client_max_window_bits" in hs.request()
+    result = hs.feed(_response(hs.key, "Sec-WebSocket-Extensions: permessage-deflate; "
+                                       "server_no_context_takeover; client_max_window_bits=10"))
+    assert result is not None and result.deflate is not None
+    assert result.deflate.engine_settings() == {
+        "local_no_context_takeover": False, "remote_no_context_takeover": True,
+        "local_max_window_bits": 10, "remote_max_window_bits": 15}
+
+
+def test_refusal_carries_status_headers_and_body() -> None:
+    hs = ClientHandshake(parse_url("ws://h/"))
+    head = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 13\r\nWWW-Authenticate: Bearer\r\n\r\n"
+    assert hs.feed(head + b"missing") is None          # body not complete yet
+    with pytest.raises(HandshakeError) as info:
+        hs.feed(b" token")
+    assert info.value.status == 401 and info.value.message == "missing token"
+    assert info.value.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_refusal_without_length_ends_at_eof() -> None:
+    hs = ClientHandshake(parse_url("ws://h/"))
+    assert hs.feed(b"HTTP/1.1 503 Busy\r\n\r\ncome back later") is None
+    with pytest.raises(HandshakeError, match="come back later"):
+        hs.feed(b"", eof=True)
+
+
+def test_redirect_is_resolved_against_the_url() -> None:
+    hs = ClientHandshake(parse_url("ws://h:1/a/b"))
+    result = hs.feed(b"HTTP/1.1 302 Found\r\nLocation: /c\r\nContent-Length: 0\r\n\r\n")
+    assert result is not None and result.status == 302 and result.location == "ws://h:1/c"
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.1 response"),
+    (b"HTTP/1.1 101 OK\r\nbad header\r\n\r\n", "malformed header"),
+    (b"HTTP/1.1 101 OK\r\n" + b"X: y\r\n" * 300 + b"\r\n", "header lines"),
+    (b"HTTP/1.1 101 OK\r\nX: " + b"y" * 20000, "over 16384 bytes"),
+])
+def test_garbage_is_refused_with_status_0(data: bytes, words: str) -> None:
+    with pytest.raises(HandshakeError, match=words) as info:
+        ClientHandshake(parse_url("ws://h/")).feed(data)
+    assert info.value.status == 0
+
+
+def test_eof_before_the_head() -> None:
+    hs = ClientHandshake(parse_url("ws://h/"))
+    assert hs.feed(b"HTTP/1.1 101") is None
+    with pytest.raises(HandshakeError, match="before the response head"):
+        hs.feed(b"", eof=True)
+
+
+@pytest.mark.parametrize("headers", [{"X\r\nEvil": "1"}, {"X": "a\r\nEvil: 1"}])
+def test_header_injection_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        ClientHandshake(parse_url("ws://h/"), headers=headers)
+
+
+def test_random_splits() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        hs = ClientHandshake(parse_url("ws://h/"), subprotocols=["p"])
+        data = _response(hs.key, "Sec-WebSocket-Protocol: p")
+        cuts = sorted(rng.sample(range(1, len(data)), 5))
+        result = None
+        for a, b in zip([0, *cuts], [*cuts, len(data)]):
+            assert result is None
+            result = hs.feed(data[a:b])
+        assert result is not None and result.subprotocol == "p" and result.trailing == b""
