@@ -32,7 +32,7 @@ from ._frames import OPEN, Cork, FrameEngine
 from .client_handshake import ClientHandshake, HandshakeResult, parse_url
 from .errors import ConfigurationError, ConnectionClosed, HandshakeError
 from .handlers import RouteHandlers, bind_handlers
-from .handshake import Headers
+from .http_head import Headers
 
 __all__ = ["connect", "Connect", "ClientWebSocket", "ClientHandlers", "client_ssl_context"]
 

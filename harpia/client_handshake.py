@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from .errors import HandshakeError
-from .handshake import Headers, accept_key
+from .handshake import accept_key
+from .http_head import Headers
 
 __all__ = ["Target", "parse_url", "ClientHandshake", "HandshakeResult", "DeflateResponse",
            "REDIRECT_STATUSES"]
