@@ -11,12 +11,19 @@ if platform.machine() in ("x86_64", "AMD64") and os.environ.get("HARPIA_NATIVE")
     # is only for people building on the machine that runs the server.
     extra_compile_args.append("-march=native")
 
+define_macros = []
+if os.environ.get("HARPIA_SCALAR_MASK") == "1":
+    # The portable masking loop only, no SIMD dispatch: what non-x86 builds run, forced here
+    # so that path is tested on x86 too (CI builds the engine this way and runs its tests).
+    define_macros.append(("HARPIA_MASK_SCALAR", "1"))
+
 extensions = [
     Extension(
         "harpia._frames",
         ["harpia/_frames.pyx"],
         include_dirs=["harpia"],
         extra_compile_args=extra_compile_args,
+        define_macros=define_macros,
         libraries=["z"],
     ),
     Extension(

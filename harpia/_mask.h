@@ -51,7 +51,9 @@ static void harpia_mask_words(unsigned char *dst, const unsigned char *src, size
     harpia_mask_tail(dst + i, src + i, n - i, key, phase);
 }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* HARPIA_MASK_SCALAR (setup.py: HARPIA_SCALAR_MASK=1) builds the portable path alone, as on
+ * non-x86 machines, so that path can be tested where AVX2 exists. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(HARPIA_MASK_SCALAR)
 #define HARPIA_HAVE_AVX2_DISPATCH 1
 typedef unsigned char harpia_v32 __attribute__((vector_size(32)));
 
