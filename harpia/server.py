@@ -43,6 +43,11 @@ logger = logging.getLogger("harpia")
 #: The engine's coarse clock ticks this many times a second (idle timeouts use it).
 CLOCK_HZ = 16
 
+#: Bytes a client may send behind its request while an ``async`` upgrade hook or GET
+#: handler runs: reading goes on meanwhile (so a client that goes away is noticed and its
+#: hook cancelled at once), until this much is held; then it pauses.
+EARLY_DATA_LIMIT = 64 * 1024
+
 
 class LogThrottle:
     """One warning per ``every`` seconds for an event a hostile client can cause thousands
@@ -303,7 +308,7 @@ def _clock_now() -> int:
 class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
-    __slots__ = ("listener", "transport", "parser", "busy", "early")
+    __slots__ = ("listener", "transport", "parser", "busy", "early", "early_size", "task")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -311,6 +316,10 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = HttpRequestParser()
         self.busy = False
         self.early: list[bytes] | None = None
+        self.early_size = 0
+        # The async upgrade hook or GET handler in progress: cancelled when the client
+        # goes away or the handshake times out, so neither it nor the slot outlives them.
+        self.task: asyncio.Future[Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -333,6 +342,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done(self) -> None:
         self.listener._handshaking.pop(self, None)
+        task = self.task
+        if task is not None:
+            self.task = None
+            task.cancel()               # no-op when it has finished
 
     def abort(self) -> None:
         self._done()
@@ -348,6 +361,9 @@ class HttpProtocol(asyncio.Protocol):
             if self.early is None:
                 self.early = []
             self.early.append(data)
+            self.early_size += len(data)
+            if self.early_size >= EARLY_DATA_LIMIT:
+                self.transport.pause_reading()
             return
         try:
             head = self.parser.feed(data)
@@ -410,16 +426,18 @@ class HttpProtocol(asyncio.Protocol):
         request = Request(head, params=params, remote_address=self._peer(), secure=self.listener.secure)
         result = hook(request)
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
+            task = self.task = asyncio.ensure_future(result)
             task.add_done_callback(
                 lambda t: self._after_hook(t, ws_route, head, params, key, subprotocol))
+            self.transport.resume_reading()
             return
         self._accept(ws_route, head, params, key, subprotocol, result)
 
     def _after_hook(self, task: asyncio.Future[Any], route: WebSocketRoute, head: RequestHead,
                     params: dict[str, str], key: str, subprotocol: str | None) -> None:
-        if self.transport.is_closing():
+        if task.cancelled() or self.transport.is_closing():
             return
+        self.task = None
         try:
             data = task.result()
             self._check_capacity()        # again: others may have been accepted meanwhile
@@ -494,19 +512,23 @@ class HttpProtocol(asyncio.Protocol):
         request = Request(head, params=params, remote_address=self._peer(), secure=self.listener.secure)
         result = route.handler(request) if route.arity else route.handler()
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
+            task = self.task = asyncio.ensure_future(result)
             task.add_done_callback(lambda t: self._http_done(t, route, head))
+            self.transport.resume_reading()
             return
         self._http_answer(route, head, result)
 
     def _http_done(self, task: asyncio.Future[Any], route: HttpRoute, head: RequestHead) -> None:
+        if task.cancelled() or self.transport.is_closing():
+            return
+        self.task = None
+        # The answer is built here too, not only awaited: a wrong return value or a bad
+        # header must be a 500 now, as on the sync path, not a 408 at the timeout.
         try:
-            result = task.result()
+            self._http_answer(route, head, task.result())
         except Exception:
             logger.exception("error in the handler of GET %s", route.pattern)
             self._respond(response_http(500, "internal server error\n"))
-            return
-        self._http_answer(route, head, result)
 
     def _http_answer(self, route: HttpRoute, head: RequestHead, result: Any) -> None:
         head_only = head.method == "HEAD"
@@ -522,7 +544,9 @@ class HttpProtocol(asyncio.Protocol):
             body = result
             content_type = route.content_type or _content_type(result)
         elif result is None:
-            body, content_type = b"", route.content_type or "text/plain; charset=utf-8"
+            # Most often a forgotten ``return``: a 200 with nothing would hide it.
+            raise TypeError(f"GET {route.pattern} returned None; return str, bytes, dict, "
+                            f"list or harpia.Response (Response(b'', status=204) for no body)")
         else:
             raise TypeError(
                 f"GET {route.pattern} returned {type(result).__name__}; return str, bytes, "
