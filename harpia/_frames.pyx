@@ -941,13 +941,20 @@ cdef class FrameEngine:
                 self.out_len + self.transport_buffered > self.backpressure_limit:
             self.dropped += 1
             return 0
-        if payload is not None and self.writelines is not None:
+        if payload is not None:
             head = PyBytes_FromStringAndSize(NULL, self.out_len + total - n)
             p = PyBytes_AS_STRING(head)
             memcpy(p, self.out_buf, self.out_len)
             _write_header(<uint8_t *>p + self.out_len, 0x80 | opcode, n, NULL)
             self.out_len = 0
-            self.writelines((head, payload))
+            if self.writelines is not None:
+                self.writelines((head, payload))
+            else:
+                # Two writes rather than a copy: write() is what every loop's flow control
+                # is sure to watch (asyncio 3.12.0-3.12.8 and 3.13.0-3.13.1 never pause
+                # the protocol for writelines()).
+                self.writer(head)
+                self.writer(payload)
         else:
             head = PyBytes_FromStringAndSize(NULL, self.out_len + total)
             p = PyBytes_AS_STRING(head)
@@ -958,6 +965,10 @@ cdef class FrameEngine:
             self.writer(head)
         self.messages_out += 1
         self.bytes_out += total
+        if self.buffer_size is not None:
+            # Ask the transport what it holds now, rather than trusting that its
+            # pause_writing came (and came with the final count): once per large message.
+            self.transport_buffered = self.buffer_size()
         if self.out_len + self.transport_buffered > self.backpressure_limit:
             self.backpressure_events += 1
             self.awaiting_drain = True

@@ -488,8 +488,10 @@ class HttpProtocol(asyncio.Protocol):
         # without the -1 that arms drain (then every send is 0 and drain never comes).
         # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
         transport.set_write_buffer_limits(high=1, low=0)
-        ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None),
-                  transport.get_write_buffer_size)
+        # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
+        # transport queues what writelines() gets without calling pause_writing, so the
+        # backpressure limit would never be seen; two write()s cost no copy either.
+        ws.attach(transport.write, listener.cork, None, transport.get_write_buffer_size)
         listener.connection_opened(ws)
         # The handshake's lookups are done; the index would be kept for the connection's life.
         head.headers.compact()
