@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
 
 from ._frames import CLOSED, CLOSING, CONNECTING, OPEN
 from .app import App, harpia
-from .backplane import Backplane, RedisBackplane
+from .backplane import Backplane, RedisBackplane, RedisClusterBackplane, RedisSentinelBackplane
 from .client import ClientWebSocket, connect
 from .connection import ServerWebSocket
 from .deflate import DeflateOptions
@@ -54,6 +54,8 @@ __all__ = [
     "Listener",
     "Backplane",
     "RedisBackplane",
+    "RedisClusterBackplane",
+    "RedisSentinelBackplane",
     "RouteOptions",
     "DeflateOptions",
     "Reject",

@@ -1,144 +1,23 @@
-"""Cross-process publish: the ``Backplane`` protocol and its Redis implementation.
-
-``harpia(pubsub="redis://host:6379/0")`` makes ``app.publish`` / ``ws.publish`` reach the
-subscribers of every process and node attached to the same Redis:
-
-* the publishing process delivers to its own subscribers directly (no broker round trip),
-  then hands the message to the backplane;
-* each process SUBSCRIBEs to a topic's channel only while it has a local subscriber to it
-  (``TopicRegistry.on_first_subscriber`` / ``on_last_subscriber``), batching the changes of
-  one loop turn into one SUBSCRIBE / UNSUBSCRIBE command;
-* a message from another process is turned into WebSocket frames once and the same bytes
-  are copied to every local subscriber; a process drops the messages it published itself,
-  so nothing is delivered twice.
-
-On the wire (Redis channel ``channel_prefix + topic``) a message is raw bytes, never
-pickled: an envelope ``b"\\x00hp\\x01"`` + the sending process's 8-byte id, then records of
-``opcode`` (1 byte: 1 text, 2 binary) + payload length (4 bytes, big endian) + payload.
-Everything one process publishes to one topic within one loop turn travels in one envelope
-(up to ``ENVELOPE_LIMIT`` bytes). A channel message that does not start with the envelope
-magic was published by something else (``redis-cli PUBLISH harpia:news hello``): it is
-delivered as one message, text if it is valid UTF-8, else binary.
-
-Broker faults: see ``RedisBackplane``. Everything here runs on the event loop of the
-app's listeners; ``app.publish`` must be called on that loop (``app.publish_threadsafe``
-from other threads).
-"""
+"""``RedisBackplane``: publish through one Redis server's pub/sub (and the machinery the
+cluster and sentinel variants reuse: the outbox of envelopes, reconnecting, the watchdog)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
 import random
-import struct
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
-from . import _frames
-from .errors import BackplaneError, ConfigurationError
+from ..errors import BackplaneError, ConfigurationError
+from .envelope import _BINARY, _RECORD, _TEXT, ENVELOPE_LIMIT, MAGIC, ORIGIN_BYTES, frames_of
+from .protocol import Deliver
 
-__all__ = ["Backplane", "RedisBackplane", "make_backplane", "MAGIC", "ENVELOPE_LIMIT"]
+__all__ = ["RedisBackplane"]
 
 logger = logging.getLogger("harpia")
-
-#: First bytes of every envelope harpia publishes (a NUL, "hp", format version 1).
-MAGIC = b"\x00hp\x01"
-#: Bytes of the sending process's id after ``MAGIC``.
-ORIGIN_BYTES = 8
-#: An envelope is sealed once it holds this many bytes; later messages start a new one.
-#: (Redis drops a subscriber whose output buffer passes 32 MiB: keep messages well under.)
-ENVELOPE_LIMIT = 256 * 1024
-
-_RECORD = struct.Struct(">BI")
-_HEADER = len(MAGIC) + ORIGIN_BYTES
-_TEXT, _BINARY = 1, 2
-
-Deliver = Callable[[str, bytes], object]
-
-
-@runtime_checkable
-class Backplane(Protocol):
-    """What an app needs from a broker.  ``harpia(pubsub=obj)`` takes any object with these
-    methods; ``RedisBackplane`` is the one harpia ships.
-
-    The app calls ``start`` when its first listener starts (on that listener's loop) and
-    ``stop`` after its last listener stopped.  ``subscribe`` / ``unsubscribe`` are called
-    when a topic gains its first / loses its last local subscriber (before ``start`` too:
-    remember them), ``publish`` after every local publish.  The three are plain calls on the
-    loop: they must not block (queue the work and do it in a task).
-    """
-
-    async def start(self, deliver: Deliver, topics: Iterable[str]) -> None:
-        """Connect, subscribe to ``topics`` (the local topics at this moment), and from now on
-        call ``deliver(topic, frames)`` for every message published by *another* process:
-        ``frames`` is one or more serialized, unmasked server frames (``serialize_frame``)."""
-
-    async def stop(self) -> None:
-        """Send what is queued (bounded wait), drop the subscriptions, disconnect."""
-
-    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> None:
-        """Forward a message this process published (and already delivered locally)."""
-
-    def subscribe(self, topic: str) -> None:
-        """``topic`` has a local subscriber now: receive what others publish to it."""
-
-    def unsubscribe(self, topic: str) -> None:
-        """``topic`` has no local subscriber any more."""
-
-
-def make_backplane(pubsub: object) -> Backplane | None:
-    """``harpia(pubsub=...)``: None, a ``redis://`` / ``rediss://`` / ``unix://`` URL, or a
-    ``Backplane`` object."""
-    if pubsub is None:
-        return None
-    if isinstance(pubsub, str):
-        return RedisBackplane(pubsub)
-    if isinstance(pubsub, Backplane):
-        return pubsub
-    raise ConfigurationError(
-        "pubsub must be a Redis URL ('redis://host:6379/0') or a backplane object with "
-        f"start, stop, publish, subscribe and unsubscribe; got {type(pubsub).__name__}")
-
-
-def encode_envelope(origin: bytes, messages: Iterable[str | bytes]) -> bytes:
-    """An envelope as harpia publishes it (for other producers, and for tests)."""
-    if len(origin) != ORIGIN_BYTES:
-        raise ValueError(f"origin must be {ORIGIN_BYTES} bytes")
-    out = bytearray(MAGIC + origin)
-    for message in messages:
-        if isinstance(message, str):
-            data, opcode = message.encode(), _TEXT
-        else:
-            data, opcode = bytes(message), _BINARY
-        out += _RECORD.pack(opcode, len(data))
-        out += data
-    return bytes(out)
-
-
-def decode_envelope(data: bytes) -> bytes:
-    """The server frames of the records of an envelope, concatenated.  ValueError if it is
-    truncated or holds an opcode other than text or binary."""
-    view = memoryview(data)
-    end = len(data)
-    offset = _HEADER
-    serialize = _frames.serialize_frame
-    frames = []
-    while offset < end:
-        if offset + 5 > end:
-            raise ValueError("truncated record header")
-        opcode, length = _RECORD.unpack_from(data, offset)
-        offset += 5
-        if opcode != _TEXT and opcode != _BINARY:
-            raise ValueError(f"opcode {opcode} is neither text nor binary")
-        if offset + length > end:
-            raise ValueError("truncated record")
-        frames.append(serialize(opcode, view[offset:offset + length]))
-        offset += length
-    if len(frames) == 1:
-        return frames[0]
-    return b"".join(frames)
 
 
 class RedisBackplane:
@@ -179,10 +58,7 @@ class RedisBackplane:
         max_pending: int = 32 * 1024 * 1024,
         **redis_options: Any,
     ) -> None:
-        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(
-                f"pubsub URL must start with redis://, rediss:// or unix://, got {url!r}")
+        self._check_url(url)
         for name, value in (("connect_timeout", connect_timeout), ("min_backoff", min_backoff),
                             ("max_backoff", max_backoff), ("ping_interval", ping_interval)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -212,6 +88,15 @@ class RedisBackplane:
         self._subscribed: set[bytes] = set()
         self._topic_of: dict[bytes, str] = {}
         self._reset_runtime()
+
+    #: URL schemes this class serves (``make_backplane`` picks the class by scheme).
+    SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
+
+    def _check_url(self, url: str) -> None:
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+        if scheme not in self.SCHEMES:
+            raise ConfigurationError(
+                f"pubsub URL must start with redis://, rediss:// or unix://, got {url!r}")
 
     def _reset_runtime(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -258,10 +143,6 @@ class RedisBackplane:
     async def start(self, deliver: Deliver, topics: Iterable[str] = ()) -> None:
         if self._loop is not None:
             raise RuntimeError("this backplane is already started")
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         loop = self._loop = asyncio.get_running_loop()
         # A fresh id per start: worker processes forked from one parent must differ.
         self._origin = os.urandom(ORIGIN_BYTES)
@@ -270,18 +151,12 @@ class RedisBackplane:
         for topic in topics:
             self._wanted.add(topic)
         self._dirty = set(self._wanted)
-        options: dict[str, Any] = {
+        self._make_clients({
             "socket_connect_timeout": self.connect_timeout,
             "socket_keepalive": True,
             "client_name": f"harpia-{os.getpid()}",
             **self.redis_options,
-        }
-        # The publishing connection retries a command once (a stale pooled connection after an
-        # outage reconnects transparently); the subscribing one never: its failures are ours.
-        self._pub_client = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 1), **options)
-        self._sub_client = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), **options)
+        })
         self._wake_writer = asyncio.Event()
         self._wake_sync = asyncio.Event()
         self._writer_idle = asyncio.Event()
@@ -305,6 +180,18 @@ class RedisBackplane:
                 raise BackplaneError(f"cannot reach Redis at {self.url}: {error}") from error
             logger.warning("pubsub backplane: cannot reach Redis at %s (%s); serving with "
                            "local delivery only and retrying in the background", self.url, error)
+
+    def _make_clients(self, options: dict[str, Any]) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # The publishing connection retries a command once (a stale pooled connection after an
+        # outage reconnects transparently); the subscribing one never: its failures are ours.
+        self._pub_client = aioredis.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), 1), **options)
+        self._sub_client = aioredis.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), 0), **options)
 
     async def stop(self) -> None:
         if self._loop is None:
@@ -334,17 +221,20 @@ class RedisBackplane:
             _, pending = await asyncio.wait(pending, timeout=0.1)
         if pending:  # pragma: no cover - a task that refuses to end
             logger.debug("pubsub backplane: %d task(s) did not end", len(pending))
+        await self._close_clients()
+        self._subscribed.clear()
+        self._topic_of.clear()
+        self._wanted.clear()  # the next start() is told the local topics afresh
+        self._dirty.clear()
+        self._reset_runtime()
+
+    async def _close_clients(self) -> None:
         for client in (self._pub_client, self._sub_client):
             if client is not None:
                 try:
                     await client.aclose()
                 except Exception:  # pragma: no cover - closing a broken connection
                     pass
-        self._subscribed.clear()
-        self._topic_of.clear()
-        self._wanted.clear()  # the next start() is told the local topics afresh
-        self._dirty.clear()
-        self._reset_runtime()
 
     # ------------------------------------------------------------------ the app's calls
 
@@ -465,17 +355,13 @@ class RedisBackplane:
                 await pubsub.handle_message(response)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        if data.startswith(MAGIC):
-            if data.startswith(self._origin, len(MAGIC)):
-                return  # our own publish: delivered locally already
-            try:
-                frames = decode_envelope(data)
-            except ValueError as exc:
-                logger.warning("pubsub backplane: dropped a malformed message on %r: %s", channel, exc)
-                return
-        else:
-            # Published by something other than harpia: one message, as it is.
-            frames = _frames.serialize_frame(_TEXT if _frames.utf8_valid(data) else _BINARY, data)
+        if data.startswith(self._header):
+            return  # our own publish: delivered locally already
+        try:
+            frames = frames_of(data)
+        except ValueError as exc:
+            logger.warning("pubsub backplane: dropped a malformed message on %r: %s", channel, exc)
+            return
         topic = self._topic_of.get(channel)
         if topic is None:
             topic = channel[len(self.channel_prefix.encode()):].decode("utf-8", "surrogatepass")
@@ -526,13 +412,16 @@ class RedisBackplane:
         while not self._closing:
             await wake.wait()
             wake.clear()
-            if self._pubsub is None or self._closing:
+            if not self._can_sync() or self._closing:
                 continue  # the next session subscribes to everything wanted
             try:
                 await self._sync()
             except Exception as exc:
                 logger.debug("pubsub backplane: SUBSCRIBE/UNSUBSCRIBE failed: %s", exc)
                 self._kick()
+
+    def _can_sync(self) -> bool:
+        return self._pubsub is not None
 
     async def _sync(self) -> None:
         """Bring the channels of the connection in line with the local topics: everything
@@ -581,23 +470,28 @@ class RedisBackplane:
             self._open = {}
             self._pending = 0
             try:
-                if len(batch) == 1:
-                    topic, envelope = batch[0]
-                    await self._pub_client.publish(self.channel(topic), envelope)
-                else:
-                    pipe = self._pub_client.pipeline(transaction=False)
-                    for topic, envelope in batch:
-                        pipe.publish(self.channel(topic), envelope)
-                    await pipe.execute()
-                self.stats["published"] += len(batch)
-            except Exception as exc:
-                self.stats["dropped"] += len(batch)
-                if self._up:
-                    logger.debug("pubsub backplane: PUBLISH failed: %s", exc)
-                    self._kick()
+                await self._send(batch)
             finally:
                 if not self._outbox:
                     idle.set()
+
+    async def _send(self, batch: list[tuple[str, bytearray]]) -> None:
+        """PUBLISH the envelopes of one loop turn in one pipelined round trip."""
+        try:
+            if len(batch) == 1:
+                topic, envelope = batch[0]
+                await self._pub_client.publish(self.channel(topic), envelope)
+            else:
+                pipe = self._pub_client.pipeline(transaction=False)
+                for topic, envelope in batch:
+                    pipe.publish(self.channel(topic), envelope)
+                await pipe.execute()
+            self.stats["published"] += len(batch)
+        except Exception as exc:
+            self.stats["dropped"] += len(batch)
+            if self._up:
+                logger.debug("pubsub backplane: PUBLISH failed: %s", exc)
+                self._kick()
 
     async def _watchdog(self) -> None:
         """PING the subscribing connection now and then; if nothing at all came back within
