@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -63,8 +63,9 @@ def free_port_pair() -> int:
 class RedisNode:
     """One ``redis-server`` process with its own directory (its cluster config survives a kill)."""
 
-    def __init__(self, port: int, workdir: Path, args: list[str]) -> None:
+    def __init__(self, port: int, workdir: Path, args: list[str], prefix: Sequence[str] = ()) -> None:
         self.port = port
+        self.prefix = list(prefix)  # e.g. ["taskset", "-c", "0"] (the benchmarks pin servers)
         self.dir = workdir / str(port)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = args
@@ -73,7 +74,7 @@ class RedisNode:
     def launch(self) -> None:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.process = subprocess.Popen(
-            [REDIS_SERVER, *self.args], cwd=self.dir,
+            [*self.prefix, REDIS_SERVER, *self.args], cwd=self.dir,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self) -> redis.Redis:
@@ -116,7 +117,7 @@ class RedisCluster:
         self.nodes: list[RedisNode] = []
 
     @classmethod
-    def start(cls, size: int = 6, replicas: int = 1) -> RedisCluster:
+    def start(cls, size: int = 6, replicas: int = 1, prefix: Sequence[str] = ()) -> RedisCluster:
         for binary in (REDIS_SERVER, REDIS_CLI):
             if not os.access(binary, os.X_OK):
                 raise RuntimeError(f"{binary} not found: the cluster tests need Debian's redis-server "
@@ -125,7 +126,7 @@ class RedisCluster:
         try:
             for _ in range(size):
                 port = free_port_pair()
-                node = RedisNode(port, cluster.workdir, _server_args(port) + [
+                node = RedisNode(port, cluster.workdir, prefix=prefix, args=_server_args(port) + [
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                     # A replica may take over however long it was cut off from its master
@@ -243,14 +244,14 @@ class SentinelSetup:
         self.sentinels: list[RedisNode] = []
 
     @classmethod
-    def start(cls, service: str = "harpia") -> SentinelSetup:
+    def start(cls, service: str = "harpia", prefix: Sequence[str] = ()) -> SentinelSetup:
         setup = cls(service)
         try:
             master_port = free_port_pair()
-            master = RedisNode(master_port, setup.workdir, _server_args(master_port))
+            master = RedisNode(master_port, setup.workdir, _server_args(master_port), prefix)
             replica_port = free_port_pair()
             replica = RedisNode(replica_port, setup.workdir, _server_args(replica_port) + [
-                "--replicaof", "127.0.0.1", str(master_port)])
+                "--replicaof", "127.0.0.1", str(master_port)], prefix)
             setup.servers = [master, replica]
             for node in setup.servers:
                 node.launch()
@@ -258,7 +259,7 @@ class SentinelSetup:
                 wait_for(lambda node=node: node.command("PING"), 10, f"redis on {node.port}")
             for _ in range(3):
                 port = free_port_pair()
-                node = RedisNode(port, setup.workdir, [])
+                node = RedisNode(port, setup.workdir, [], prefix)
                 (node.dir / "sentinel.conf").write_text(
                     f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {node.dir}\n"
                     f"logfile sentinel.log\n"
@@ -308,6 +309,16 @@ class SentinelSetup:
             return isinstance(role, list) and role[0] == b"master"
         wait_for(promoted, timeout, "the sentinels to promote the replica")
         return self.master()
+
+    def restart(self, node: RedisNode, timeout: float = 40) -> None:
+        """Start a killed server again; the sentinels make it a replica of the new master."""
+        node.launch()
+        wait_for(lambda: node.command("PING"), 10, f"redis on {node.port}")
+
+        def rejoined() -> bool:
+            role = node.command("ROLE")
+            return isinstance(role, list) and role[0] == b"slave" and role[3] == b"connected"
+        wait_for(rejoined, timeout, "the old master to come back as a replica")
 
     def stop(self) -> None:
         for node in self.sentinels + self.servers:
