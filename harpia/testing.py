@@ -16,16 +16,14 @@ observed in a test.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._frames import FrameEngine
 from .app import App
+from .client_handshake import ClientHandshake, parse_url
 from .errors import ConnectionClosed, HandshakeError
-from .handshake import accept_key
 from .server import HttpProtocol, Listener
 
 if TYPE_CHECKING:
@@ -50,8 +48,7 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        self._head = b""
-        self._key = ""
+        self._opening: ClientHandshake | None = None
         self._handshake: asyncio.Future[None] | None = None
         self._messages: asyncio.Queue[Any] = asyncio.Queue()
         self._closed: asyncio.Future[None] | None = None
@@ -66,35 +63,32 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
 
     def data_received(self, data: ReadableBuffer) -> None:
         if self.status is None:
-            self._head += bytes(data)
-            end = self._head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, rest = self._head[:end].decode("latin-1"), self._head[end + 4:]
-            self._head = b""
-            self._parse_response(head, rest)
+            self._read_response(bytes(data), eof=False)
             return
         self.feed(data)
 
-    def _parse_response(self, head: str, rest: bytes) -> None:
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ", 2)
-        self.status = int(parts[1])
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.response_headers[name.strip().lower()] = value.strip()
-        assert self._handshake is not None
-        if self.status != 101:
-            self._handshake.set_exception(HandshakeError(
-                self.status, rest.decode("utf-8", "replace").strip(), self.response_headers))
+    def _read_response(self, data: bytes, eof: bool) -> None:
+        # The same checks as harpia.connect: the accept key, the subprotocol offered.
+        assert self._opening is not None and self._handshake is not None
+        try:
+            result = self._opening.feed(data, eof)
+        except HandshakeError as exc:
+            self.status = exc.status
+            self.response_headers = {name.lower(): value for name, value in exc.headers.items()}
+            self._handshake.set_exception(exc)
             return
-        if self.response_headers.get("sec-websocket-accept") != accept_key(self._key):
-            self._handshake.set_exception(HandshakeError(101, "wrong Sec-WebSocket-Accept"))
+        if result is None:
             return
-        self.subprotocol = self.response_headers.get("sec-websocket-protocol")
+        self.status = result.status
+        self.response_headers = {name.lower(): value for name, value in result.headers.raw_items()}
+        if result.status != 101:
+            self._handshake.set_exception(HandshakeError(result.status, "redirected",
+                                                         self.response_headers))
+            return
+        self.subprotocol = result.subprotocol
         self._handshake.set_result(None)
-        if rest:
-            self.feed(rest)
+        if result.trailing:
+            self.feed(result.trailing)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.close_code is None:
@@ -108,6 +102,8 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
             self._closed.set_result(None)
 
     def eof_received(self) -> bool:
+        if self.status is None and self._opening is not None:
+            self._read_response(b"", eof=True)
         return False
 
     # engine hooks -------------------------------------------------------------------
@@ -128,16 +124,11 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
 
     def _start(self, path: str, host: str, headers: Mapping[str, str],
                subprotocols: Sequence[str]) -> None:
-        self._key = base64.b64encode(os.urandom(16)).decode()
+        self._opening = ClientHandshake(parse_url(f"ws://{host}{path}"),
+                                        subprotocols=subprotocols, headers=headers)
         self._handshake = asyncio.get_running_loop().create_future()
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {self._key}",
-                 "Sec-WebSocket-Version: 13"]
-        if subprotocols:
-            lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
-        lines += [f"{name}: {value}" for name, value in headers.items()]
         assert self.transport is not None
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.transport.write(self._opening.request())
 
     def _take_messages(self) -> None:
         for event in self.events_received():
