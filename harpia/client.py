@@ -505,11 +505,12 @@ class Connect:
     ``async with connect(...) as ws`` (closed with 1000 on the way out)."""
 
     def __init__(self, url: str, handlers: ClientHandlers | object | None,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], handshake: ClientHandshake | None = None) -> None:
         self.url = url
         self.handlers = bind_handlers(handlers if handlers is not None else {})
         self.options = options
         self.ws: ClientWebSocket | None = None
+        self._handshake = handshake      # the first attempt's, already checked
 
     def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._open().__await__()
@@ -551,10 +552,13 @@ class Connect:
 
     async def _open_once(self, url: str) -> ClientWebSocket:
         options = self.options
-        target = parse_url(url)
-        handshake = ClientHandshake(
-            target, subprotocols=options["subprotocols"], headers=options["headers"],
-            per_message_deflate=options["per_message_deflate"])
+        handshake = self._handshake
+        self._handshake = None
+        if handshake is None or handshake.target.url != url:
+            handshake = ClientHandshake(
+                parse_url(url), subprotocols=options["subprotocols"], headers=options["headers"],
+                per_message_deflate=options["per_message_deflate"])
+        target = handshake.target
         context = None
         if target.secure:
             context = client_ssl_context(options["tls"])
@@ -647,7 +651,8 @@ def connect(
         "follow_redirects": bool(follow_redirects),
         "max_redirects": _check_limit("max_redirects", max_redirects, 0),
     }
-    # Bad header names or subprotocols fail here, not on the first await.
-    ClientHandshake(parse_url(url), subprotocols=subprotocols, headers=header_list)
-    return Connect(url, handlers, options)
+    # A bad URL, header or subprotocol fails here, not on the first await.
+    handshake = ClientHandshake(parse_url(url), subprotocols=options["subprotocols"],
+                                headers=header_list, per_message_deflate=per_message_deflate)
+    return Connect(url, handlers, options, handshake)
 
