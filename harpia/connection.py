@@ -241,6 +241,15 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self.app._connections.discard(self)
         self.listener.connections.discard(self)
         if self.close_code_received == 0:
+            if self.close_on_backpressure_limit and self.close_code_sent == 1013 and \
+                    FrameEngine.buffered_amount.__get__(self) > self.backpressure_limit:
+                # Closed because the client does not read: our close frame would wait
+                # behind up to the limit of output, held for the whole close timeout.
+                # Drop it all now (the close handler still gets 1013); the frame was
+                # best effort anyway.
+                self._initiated_close = True
+                self.transport.abort()
+                return
             # We spoke first: wait a bounded time for the peer's close frame.
             self._initiated_close = True
             loop = self.listener.loop

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from hardening import MiB, ServerProcess, wait_for
-from wsclient import BINARY, RawClient
+from wsclient import BINARY, RawClient, ws_connect
 
 import harpia
 from harpia import ServerWebSocket
@@ -53,3 +53,35 @@ async def test_large_sends_to_a_client_not_reading_yet_respect_the_limit() -> No
             await asyncio.wait_for(drained.wait(), 10)
         finally:
             client.close()
+
+
+async def test_closing_for_backpressure_releases_the_queued_output_at_once(
+        loop_kind: str, bystander: Any) -> None:
+    # Subscribers that never read arrive one after another while a feed keeps publishing;
+    # with close_on_backpressure_limit each is closed with 1013 as it crosses its limit
+    # (1 MiB).  What it held must be freed then: kept until the close timeout (5 s), 40 of
+    # them held 40 MiB together; freed at once, only the one filling up holds memory.
+    routes = {"/": ("feed", {"close_on_backpressure_limit": True}),
+              "/publish": ("publisher", {})}
+    async with ServerProcess(loop_kind, routes) as server, bystander(server.port, max_rtt=2.0):
+        slow: list[RawClient] = []
+        try:
+            before = server.reset_peak()
+            async with ws_connect(server.port, "/publish") as publisher:
+                for i in range(40):
+                    slow.append(await RawClient.open(server.port, "/", rcvbuf=4096))
+                    await publisher.send("publish 6000 1024")      # 6 MiB: past the limit and the kernel
+                    assert await asyncio.wait_for(publisher.recv(), 30) == "published"
+            growth = server.peak() - before
+            await wait_for(lambda: _closed_1013(server, 40), 10, "every subscriber closed 1013")
+        finally:
+            for client in slow:
+                client.close()
+    print(f"peak RSS growth {growth / MiB:.1f} MiB")
+    assert growth < 12 * MiB, f"RSS grew by {growth / MiB:.1f} MiB (40 x the limit: 40 MiB)"
+
+
+async def _closed_1013(server: ServerProcess, count: int) -> bool:
+    stats = await server.stats()
+    # Only the bystander's connection is left.
+    return stats["closes_by_code"].get("1013", 0) == count and stats["live"] == 1
