@@ -10,6 +10,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from .asgi import AsgiApp, AsgiMounts
 from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError
@@ -126,6 +127,8 @@ class App:
         self._backplane_task: asyncio.Task[None] | None = None
         self._backplane_loop: asyncio.AbstractEventLoop | None = None
         self._backplane_users: set[Listener] = set()
+        #: ASGI apps mounted with ``mount`` (None until the first one).
+        self._asgi: AsgiMounts | None = None
 
     @property
     def busy_poll(self) -> float:
@@ -174,6 +177,18 @@ class App:
         if not callable(handler):
             raise ConfigurationError(f"the handler of GET {path!r} must be callable")
         self._router.add(path, HttpRoute(path, handler, content_type))
+
+    def mount(self, path: str, asgi_app: AsgiApp, **options: Any) -> None:
+        """Serve an ASGI 3 app (FastAPI, Starlette) for every request under ``path`` that no
+        harpia route takes: HTTP requests and WebSocket upgrades alike.
+
+        ``options``: ``max_body_size``, ``keep_alive_timeout``, ``body_buffer`` for HTTP
+        (``harpia.asgi.HttpOptions``), and any ``app.ws`` route option for the app's
+        WebSockets (``max_payload_length``, ``backpressure_limit``,
+        ``per_message_deflate``...).  See docs/howto/fastapi.md."""
+        if self._asgi is None:
+            self._asgi = AsgiMounts(self)
+        self._asgi.add(path, asgi_app, options)
 
     def _ws_routes(self) -> list[WebSocketRoute]:
         routes = list(self._router._static.values()) + [r for _, r in self._router._patterns]

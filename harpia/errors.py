@@ -7,8 +7,10 @@
     ├── HandshakeError           the opening handshake failed; carries the HTTP status
     │   └── Reject               raised by an ``upgrade`` hook to answer with a status
     ├── ConnectionClosed         an operation on a connection that is closed
+    │   └── ClientDisconnected   an ASGI send after the client left (also an OSError)
     ├── ConfigurationError       a route option or handler that cannot work (also a TypeError)
-    └── BackplaneError           the pub/sub backplane (Redis) cannot be reached
+    ├── BackplaneError           the pub/sub backplane (Redis) cannot be reached
+    └── LifespanError            an ASGI app's lifespan startup failed
 
 Local mistakes by the caller (a bad argument to ``ws.close``, say) are plain
 ``ValueError``/``TypeError``, as in the standard library.
@@ -89,3 +91,12 @@ class ConfigurationError(HarpiaError, TypeError):
 
 class BackplaneError(HarpiaError):
     """The cross-process pub/sub backplane failed (for instance Redis is unreachable)."""
+
+
+class ClientDisconnected(ConnectionClosed, OSError):
+    """An ASGI app sent on a connection the client already closed (an ``OSError`` as the ASGI
+    spec asks)."""
+
+
+class LifespanError(HarpiaError):
+    """An ASGI app's lifespan startup failed: the server does not start."""

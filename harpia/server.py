@@ -146,6 +146,8 @@ class Listener:
         """Serve connections handed over with ``loop.connect_accepted_socket`` (the test
         client), without a listening socket."""
         self._prepare()
+        if self.app._asgi is not None:
+            await self.app._asgi.listener_started(self)    # ASGI lifespan startup
         self._start_sweeper()
         self.app._listeners.append(self)
         try:
@@ -163,6 +165,8 @@ class Listener:
 
     async def start(self) -> Listener:
         self._prepare()
+        if self.app._asgi is not None:
+            await self.app._asgi.listener_started(self)    # ASGI lifespan startup
         self._server = await self.loop.create_server(
             lambda: HttpProtocol(self),
             self.host,
@@ -224,6 +228,8 @@ class Listener:
                 for ws in list(self._live):
                     ws.terminate()
                 await asyncio.sleep(0)
+        if self.app._asgi is not None:
+            await self.app._asgi.listener_stopping(self, wait)
         self._server = None
         if self in self.app._listeners:
             self.app._listeners.remove(self)
@@ -400,6 +406,10 @@ class HttpProtocol(asyncio.Protocol):
     def _dispatch(self, head: RequestHead) -> None:
         app = self.listener.app
         found = app._router.match(head.path)
+        if found is None and app._asgi is not None and app._asgi.match(head.path) is not None:
+            self._done()                  # from here the ASGI side keeps its own deadlines
+            app._asgi.take_over(self.listener, self.transport, head, self.parser.trailing)
+            return
         if found is None:
             self._respond(response_http(404, "not found\n", head_only=head.method == "HEAD"))
             return
