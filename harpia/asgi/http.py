@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from ..handshake import response_http
+from ..http_response import response_http
 from .native import native_route_app
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
-from ..handshake import RequestHead, is_websocket_upgrade
+from ..handshake import is_websocket_upgrade
+from ..http_head import RequestHead
 from ..options import RouteOptions
 from .http import HttpConnection
 from .lifespan import Lifespan

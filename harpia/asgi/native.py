@@ -12,7 +12,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..handshake import Headers, Request, RequestHead
+from ..http_head import Headers, RequestHead
+from ..http_response import Response
+from ..request import Request
 
 if TYPE_CHECKING:
     from ..app import HttpRoute, WebSocketRoute
@@ -62,8 +64,6 @@ def native_route_app(route: HttpRoute | WebSocketRoute, params: dict[str, str], 
 
 
 def _answer(route: HttpRoute, result: Any) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]:
-    from ..server import Response     # the answer type of app.get handlers
-
     if isinstance(result, Response):
         body = result.body.encode() if isinstance(result.body, str) else bytes(result.body)
         content_type = result.content_type or route.content_type or _content_type(result.body)

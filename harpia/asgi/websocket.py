@@ -29,15 +29,9 @@ from ..connection import UNRESOLVED, ServerWebSocket, peer_address
 from ..deflate import negotiate
 from ..errors import ClientDisconnected, ConnectionClosed, HandshakeError, HarpiaError
 from ..handlers import bind_handlers
-from ..handshake import (
-    RequestHead,
-    check_websocket_request,
-    error_response,
-    parse_extension_offers,
-    parse_header_tokens,
-    response_101,
-    response_http,
-)
+from ..handshake import check_websocket_request, parse_extension_offers, parse_header_tokens
+from ..http_head import RequestHead
+from ..http_response import error_response, response_101, response_http
 from ..options import RouteOptions
 
 if TYPE_CHECKING:
