@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
+from typing import Any
 
 from .app import App
 from .errors import ConfigurationError
 
 
 def load_app(spec: str) -> App:
-    """Import ``package.module:attribute``; the attribute is an App or a factory of one."""
+    """Import ``package.module:attribute``: an App, a plain ASGI app (served mounted at
+    ``/``), or a factory of either."""
     module_name, _, attribute = spec.partition(":")
     if not module_name:
         raise SystemExit(f"harpia: expected MODULE:APP, got {spec!r}")
@@ -24,11 +27,35 @@ def load_app(spec: str) -> App:
     target = getattr(module, attribute or "app", None)
     if target is None:
         raise SystemExit(f"harpia: {module_name!r} has no attribute {attribute or 'app'!r}")
-    if not isinstance(target, App) and callable(target):
+    if not isinstance(target, App) and callable(target) and not is_asgi_app(target):
         target = target()
+    if is_asgi_app(target):
+        target = app_serving_asgi(target)
     if not isinstance(target, App):
-        raise SystemExit(f"harpia: {spec!r} is not a harpia app (got {type(target).__name__})")
+        raise SystemExit(f"harpia: {spec!r} is not a harpia app nor an ASGI app (got {type(target).__name__})")
     return target
+
+
+def is_asgi_app(target: object) -> bool:
+    """True for a plain ASGI 3 app: ``async def app(scope, receive, send)``, or an object
+    whose ``__call__`` is one (a FastAPI or Starlette instance)."""
+    if isinstance(target, App) or not callable(target):
+        return False
+    call = target if inspect.isroutine(target) else type(target).__call__
+    if not inspect.iscoroutinefunction(call):
+        return False
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(parameters) == 3
+
+
+def app_serving_asgi(asgi_app: Any) -> App:
+    """A harpia App that is simply the server of ``asgi_app`` (mounted at ``/``)."""
+    app = App()
+    app.mount("/", asgi_app)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
