@@ -25,11 +25,13 @@ from .connection import ServerWebSocket
 from .deflate import DeflateOptions
 from .errors import (
     BackplaneError,
+    ClientDisconnected,
     ConfigurationError,
     ConnectionClosed,
     HandshakeError,
     HarpiaError,
     InvalidUTF8,
+    LifespanError,
     PayloadTooBig,
     ProtocolError,
     Reject,
@@ -67,6 +69,8 @@ __all__ = [
     "ConnectionClosed",
     "ConfigurationError",
     "BackplaneError",
+    "ClientDisconnected",
+    "LifespanError",
     "CONNECTING",
     "OPEN",
     "CLOSING",

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from .asgi import AsgiApp, AsgiMounts
+from .asgi.mount import AsgiApp, AsgiMounts
 from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError

@@ -220,3 +220,37 @@ async def test_upgrade_to_native_route_is_untouched_by_the_mount() -> None:
             await ws.send("native")
             assert await asyncio.wait_for(ws.recv(), 10) == "native"
         assert all(type(ws).__name__ == "ServerWebSocket" for ws in app.websocket.connections)
+
+
+async def test_the_how_to_example_service() -> None:
+    """examples/fastapi_service.py, as docs/howto/fastapi.md shows it."""
+    import importlib.util
+    from pathlib import Path
+
+    from asgi_apps import HttpClient
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "fastapi_service.py"
+    spec = importlib.util.spec_from_file_location("fastapi_service_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app: harpia.App = module.app
+    async with app.serve(port=0) as server:
+        async with connect(url(server, "/feed")) as feed, connect(url(server, "/chat")) as chat:
+            for _ in range(200):
+                if app.websocket.subscriber_count("chat") == 2:
+                    break
+                await asyncio.sleep(0.01)
+            client = await HttpClient.open(server.port)
+            status, _, body = await client.request("POST", "/messages", b'{"text": "hello"}',
+                                                   [("Content-Type", "application/json")])
+            assert (status, json.loads(body)) == (201, {"delivered": 2})
+            assert await asyncio.wait_for(feed.recv(), 10) == "hello"
+            assert await asyncio.wait_for(chat.recv(), 10) == "hello"
+            await chat.send("from native")
+            assert await asyncio.wait_for(feed.recv(), 10) == "from native"
+            await feed.send("from fastapi")
+            assert await asyncio.wait_for(chat.recv(), 10) == "from fastapi"
+            assert json.loads((await client.request("GET", "/messages"))[2]) == ["hello"]
+            assert json.loads((await client.request("GET", "/health"))[2]) == {"status": "ok"}
+            await client.close()

@@ -12,8 +12,8 @@
 """
 from __future__ import annotations
 
-from .mount import AsgiApp, AsgiMounts, Mount
+from .mount import AsgiApp, AsgiMounts
 from .options import HttpOptions
 from .websocket import connection
 
-__all__ = ["AsgiApp", "AsgiMounts", "HttpOptions", "Mount", "connection"]
+__all__ = ["AsgiApp", "HttpOptions", "connection"]
