@@ -1,0 +1,60 @@
+"""What every benchmark client shares: the command line, the scenarios, the measurement.
+
+A client runs one scenario against ``--url`` (the server's base URL) and prints one JSON
+line: ``{"count": N, "seconds": T, "cpu": C}``, N being messages received (or connections
+made and closed, for ``connect``) during the T seconds after a warm-up, C the CPU seconds
+the client process used meanwhile (less sensitive than N to a busy machine).  Every client runs on
+uvloop and echoes in its library's fastest documented way.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str        # on the server: /echo, /feed?size=N
+    conns: int       # connections (connect: concurrent workers)
+    inflight: int    # messages each connection keeps in flight (0: receive only)
+    size: int = 32
+
+
+SCENARIOS = {
+    "pingpong-1": Scenario("/echo", 1, 1),
+    "pingpong-100": Scenario("/echo", 100, 1),
+    "pipeline-100x16": Scenario("/echo", 100, 16),
+    "feed-32": Scenario("/feed?size=32", 1, 0),
+    "feed-4k": Scenario("/feed?size=4096", 1, 0),
+    "connect": Scenario("/echo", 4, 0),
+}
+
+
+class Counter:
+    """Messages (or connections) seen so far; handlers add to ``n``."""
+
+    n = 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True, help="ws://host:port of the server")
+    parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    return parser.parse_args()
+
+
+async def measure(counter: type[Counter], seconds: float, warmup: float,
+                  stop: Callable[[], Awaitable[None]]) -> None:
+    """Let the load run, count what arrives in ``seconds`` after ``warmup``, print it."""
+    await asyncio.sleep(warmup)
+    start, t0, c0 = counter.n, time.perf_counter(), time.process_time()
+    await asyncio.sleep(seconds)
+    end, t1, c1 = counter.n, time.perf_counter(), time.process_time()
+    print(json.dumps({"count": end - start, "seconds": t1 - t0, "cpu": c1 - c0}), flush=True)
+    await stop()
