@@ -91,6 +91,16 @@ def client_ssl_context(tls: Mapping[str, Any] | ssl.SSLContext | None) -> ssl.SS
 
 _Message = str | bytes
 
+_default_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """The system's CAs, loaded once per process (that takes milliseconds)."""
+    global _default_context
+    if _default_context is None:
+        _default_context = client_ssl_context(None)
+    return _default_context
+
 
 class ClientHandlers(TypedDict, total=False):
     """The handlers of a client connection, as a mapping; every key is optional."""
@@ -561,8 +571,8 @@ class Connect:
         target = handshake.target
         context = None
         if target.secure:
-            context = client_ssl_context(options["tls"])
-        elif options["tls"] is not None:
+            context = options["ssl"] or _default_ssl_context()
+        elif options["ssl"] is not None:
             raise ConfigurationError(f"tls is given but {url!r} is not a wss:// URL")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]] = loop.create_future()
@@ -644,7 +654,7 @@ def connect(
         "max_payload_length": _check_limit("max_payload_length", max_payload_length),
         "backpressure_limit": _check_limit("backpressure_limit", backpressure_limit),
         "max_queue": _check_limit("max_queue", max_queue),
-        "tls": tls,
+        "ssl": None if tls is None else client_ssl_context(tls),
         "unix": unix,
         "open_timeout": _check_seconds("open_timeout", open_timeout),
         "close_timeout": _check_seconds("close_timeout", close_timeout),

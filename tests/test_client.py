@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -300,5 +301,7 @@ async def test_bad_arguments() -> None:
         harpia.connect("ws://x/", {"mesage": print})
     with pytest.raises(ValueError, match="header"):
         harpia.connect("ws://x/", headers={"X": "1\r\nY: 2"})
+    with pytest.raises(ConfigurationError, match="unknown tls option"):
+        harpia.connect("wss://x/", tls={"verify": False})
     with pytest.raises(ConfigurationError, match="not a wss"):
-        await harpia.connect("ws://127.0.0.1:1/", tls={"ca": "x"})
+        await harpia.connect("ws://127.0.0.1:1/", tls=ssl.create_default_context())

@@ -232,3 +232,23 @@ async def test_server_protocol_error_fails_with_1002() -> None:
         ws = await harpia.connect(f"ws://127.0.0.1:{port}/")
         code, _ = await asyncio.wait_for(ws.wait_closed(), 10)
         assert code == 1002
+
+
+async def test_client_certificate(server_cert: trustme.LeafCert, ca: trustme.CA, ca_file: str,
+                                  tmp_path: Path) -> None:
+    """tls={"ca", "cert", "key"}: trust a private CA and present a client certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(context)
+    ca.configure_trust(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    client = ca.issue_cert("client.example")
+    cert, key = tmp_path / "client.pem", tmp_path / "client-key.pem"
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    async with serve(ws_echo, "127.0.0.1", 0, ssl=context) as server:
+        port = server.sockets[0].getsockname()[1]
+        tls = {"ca": ca_file, "cert": str(cert), "key": str(key)}
+        assert await talk(f"wss://localhost:{port}/", tls=tls) == (1000, "")
+        # Without the certificate the server ends the TLS handshake.
+        with pytest.raises((ssl.SSLError, ConnectionError, HandshakeError)):
+            await harpia.connect(f"wss://localhost:{port}/", tls={"ca": ca_file})
