@@ -1,4 +1,11 @@
-"""``python -m harpia module:app``: serve an app from the command line (uvicorn-style)."""
+"""``python -m harpia module:app``: serve an app from the command line (uvicorn-style).
+
+The command binds 127.0.0.1 unless ``--host`` says otherwise (``app.listen()`` binds
+0.0.0.0): serving every interface is a decision, not a default.  Mistakes made here — a
+module that does not import, a misspelt handler, a port already taken, a module that calls
+``app.listen()`` at import — end with one line on stderr and a non-zero exit status, not a
+traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +14,43 @@ import inspect
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from .app import App
-from .errors import ConfigurationError
+from .errors import ConfigurationError, HarpiaError
+
+
+class ListenAtImport(Exception):
+    """``App.listen`` was called while the command line imported the user's module."""
+
+
+def _fail(message: str) -> NoReturn:
+    raise SystemExit(f"harpia: {message}")
+
+
+def _import(module_name: str) -> Any:
+    # A module that ends with `app.listen(port=3000)` would block inside the import, serve
+    # on its own host and port, and after Ctrl-C the command would serve a second time with
+    # ours. While importing, listen() raises instead, naming the line that called it.
+    original = App.listen
+
+    def listen_at_import(self: App, *args: Any, **kwargs: Any) -> None:
+        caller = sys._getframe(1)
+        raise ListenAtImport(f"{caller.f_code.co_filename}:{caller.f_lineno}")
+
+    setattr(App, "listen", listen_at_import)
+    try:
+        return importlib.import_module(module_name)
+    except ListenAtImport as exc:
+        _fail(f"{exc} calls app.listen() while {module_name!r} is being imported; put that "
+              f"call under `if __name__ == \"__main__\":` so that `python -m harpia` serves "
+              f"the app with its own --host and --port")
+    except ImportError as exc:
+        _fail(f"cannot import {module_name!r}: {exc}")
+    except HarpiaError as exc:
+        _fail(f"{module_name}: {exc}")
+    finally:
+        setattr(App, "listen", original)
 
 
 def load_app(spec: str) -> App:
@@ -18,21 +58,21 @@ def load_app(spec: str) -> App:
     ``/``), or a factory of either."""
     module_name, _, attribute = spec.partition(":")
     if not module_name:
-        raise SystemExit(f"harpia: expected MODULE:APP, got {spec!r}")
+        _fail(f"expected MODULE:APP, got {spec!r}")
     sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"harpia: cannot import {module_name!r}: {exc}") from exc
+    module = _import(module_name)
     target = getattr(module, attribute or "app", None)
     if target is None:
-        raise SystemExit(f"harpia: {module_name!r} has no attribute {attribute or 'app'!r}")
+        _fail(f"{module_name!r} has no attribute {attribute or 'app'!r}")
     if not isinstance(target, App) and callable(target) and not is_asgi_app(target):
-        target = target()
+        try:
+            target = target()
+        except HarpiaError as exc:
+            _fail(f"{spec}: {exc}")
     if is_asgi_app(target):
         target = app_serving_asgi(target)
     if not isinstance(target, App):
-        raise SystemExit(f"harpia: {spec!r} is not a harpia app nor an ASGI app (got {type(target).__name__})")
+        _fail(f"{spec!r} is not a harpia app nor an ASGI app (got {type(target).__name__})")
     return target
 
 
@@ -61,8 +101,10 @@ def app_serving_asgi(asgi_app: Any) -> App:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="harpia", description="Serve a harpia app.")
     parser.add_argument("app", help="MODULE:APP, e.g. examples.chat:make_app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; "
+                             "0.0.0.0 for every interface, which app.listen() binds)")
+    parser.add_argument("--port", type=int, default=3000, help="default 3000; 0 picks a free one")
     parser.add_argument("--tls-cert", help="PEM certificate chain (enables wss://)")
     parser.add_argument("--tls-key", help="PEM private key")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
@@ -79,14 +121,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--tls-cert and --tls-key go together")
     tls = {"cert": args.tls_cert, "key": args.tls_key} if args.tls_cert else None
     app = load_app(args.app)
-    if args.pubsub:
-        app.use_pubsub(args.pubsub)
+    try:
+        if args.pubsub:
+            app.use_pubsub(args.pubsub)
+    except HarpiaError as exc:
+        parser.error(f"--pubsub: {exc}")
     if args.busy_poll is not None:
         try:
             app.busy_poll = args.busy_poll
         except ConfigurationError as exc:
             parser.error(f"--busy-poll: {exc}")
-    app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
+    try:
+        app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
+    except HarpiaError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # the port is taken, the address is not ours, a TLS file is missing
+        _fail(f"cannot serve on {args.host}:{args.port}: {exc}")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,7 @@ class App:
         self._topics = TopicRegistry()
         self._stats = AppStats()
         self._listeners: list[Listener] = []
+        self._warned_publish_unserved = False
         self.websocket = WebSocketNamespace(self)
         #: The cross-process broker (``pubsub="redis://..."`` or a ``Backplane``), or None.
         self._backplane: Backplane | None = make_backplane(pubsub)
@@ -227,7 +228,15 @@ class App:
 
         ``compress`` (subscribers with permessage-deflate): None compresses messages of at
         least the route's ``compress_threshold``, True always, False never.  Other
-        processes of a backplane apply their own default."""
+        processes of a backplane apply their own default.
+
+        Before the app is served (no ``listen``/``serve``/test client running yet) no
+        connection can be subscribed: the publish reaches nobody, returns 0 and logs a
+        warning, once per app."""
+        if not self._listeners and not self._warned_publish_unserved:
+            self._warned_publish_unserved = True
+            logger.warning("app.publish(%r) before the app is served: no connection can be "
+                           "subscribed yet, so it reached nobody", topic)
         return self._publish(topic, message, None, compress)
 
     def _publish(self, topic: str, message: str | bytes | bytearray | memoryview,

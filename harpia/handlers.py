@@ -94,6 +94,26 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def _refuse_near_misses(handlers: object, found: Mapping[str, Any]) -> None:
+    # An object whose methods are spelt `on_message` or `onMessage` would be accepted with
+    # no handler at all and every message silently dropped: refuse it, naming the real ones.
+    known = ", ".join(HANDLER_ARGS)
+    kind = type(handlers).__name__
+    near = sorted(
+        attr for attr in dir(handlers)
+        if attr not in HANDLER_ARGS and not attr.startswith("__")
+        and attr.lower().replace("_", "").removeprefix("handle").removeprefix("on") in HANDLER_ARGS
+    )
+    if near:
+        raise ConfigurationError(
+            f"handler object {kind} has {', '.join(near)}, which harpia never calls: "
+            f"the handler methods are named {known}")
+    if not found:
+        raise ConfigurationError(
+            f"handler object {kind} has none of the handler methods ({known}); pass a "
+            f"mapping such as {{\"message\": fn}} or an object with some of those methods")
+
+
 def bind_handlers(handlers: object) -> RouteHandlers:
     """Check ``handlers`` (a mapping or an object with methods) and bind each one."""
     found: dict[str, Any] = {}
@@ -109,6 +129,7 @@ def bind_handlers(handlers: object) -> RouteHandlers:
             fn = getattr(handlers, key, None)
             if fn is not None:
                 found[key] = fn
+        _refuse_near_misses(handlers, found)
     bound: dict[str, BoundHandler] = {}
     for key, fn in found.items():
         if fn is None:

@@ -138,7 +138,12 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
     async def receive(self, timeout: float | None = 5.0) -> str | bytes:
         """The next message; raises ``ConnectionClosed`` (with the close code) once closed."""
         self._take_messages()
-        item = await asyncio.wait_for(self._messages.get(), timeout)
+        try:
+            item = await asyncio.wait_for(self._messages.get(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"TestWebSocket.receive: no message from the server within {timeout} s "
+                f"(the connection is still open; pass timeout= to wait longer)") from None
         if item is _CLOSED:
             self._messages.put_nowait(_CLOSED)
             raise ConnectionClosed(self.close_code or 1006, self.close_reason)

@@ -205,3 +205,25 @@ async def test_app_publish_and_connections_without_clients() -> None:
         assert len(app.websocket.connections) == 0
         assert list(app.websocket.connections) == []
         assert app.websocket.subscriber_count("nobody") == 0
+
+
+async def test_publish_before_the_app_is_served_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    app = harpia.harpia()
+    app.ws("/", {})
+    assert app.publish("news", "early") == 0
+    assert app.publish("news", "again") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["app.publish('news') before the app is served: no connection can be "
+                        "subscribed yet, so it reached nobody"]
+    caplog.clear()
+    async with app.serve():
+        assert app.publish("news", "served") == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+async def test_publish_while_served_does_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    app = harpia.harpia()
+    app.ws("/", {})
+    async with app.serve():
+        assert app.publish("nobody", "x") == 0
+    assert not [r for r in caplog.records if "before the app is served" in r.getMessage()]

@@ -115,7 +115,37 @@ def test_mapping_and_object_forms_bind_the_same_keys() -> None:
 def test_missing_and_none_handlers_are_none() -> None:
     handlers = bind_handlers({"message": None})
     assert all(getattr(handlers, name) is None for name in HANDLER_ARGS)
-    assert all(getattr(bind_handlers(object()), name) is None for name in HANDLER_ARGS)
+
+
+def test_an_object_with_no_handler_method_is_refused() -> None:
+    # It would be accepted with no handler at all, and every message silently dropped.
+    with pytest.raises(ConfigurationError, match=r"handler object object has none of the "
+                       r"handler methods \(open, message, close, error, drain, ping, pong\)"):
+        bind_handlers(object())
+
+
+@pytest.mark.parametrize("near_miss", ["on_message", "onMessage", "handle_close", "on_open",
+                                       "Drain", "on_pong"])
+def test_near_miss_method_names_are_refused_naming_the_real_ones(near_miss: str) -> None:
+    def fn(ws: Any, *rest: Any) -> None: ...
+
+    # Even next to a correctly named handler: the misnamed one would never be called.
+    handlers = type("Chat", (), {near_miss: fn, "error": fn})()
+    with pytest.raises(ConfigurationError) as info:
+        bind_handlers(handlers)
+    assert str(info.value) == (
+        f"handler object Chat has {near_miss}, which harpia never calls: the handler methods "
+        f"are named open, message, close, error, drain, ping, pong")
+
+
+def test_other_methods_are_not_near_misses() -> None:
+    class Game:
+        def open(self, ws: Any) -> None: ...
+        def closed(self) -> bool: return False
+        def messages_sent(self) -> int: return 0
+        def ping_interval(self) -> float: return 1.0
+
+    assert bind_handlers(Game()).open is not None
 
 
 @pytest.mark.parametrize("key", ["onmessage", "Message", "messages", "upgrade"])

@@ -86,3 +86,16 @@ async def test_server_shutdown_closes_test_connections_with_1001() -> None:
     await client.__aexit__(None, None, None)
     await ws.wait_closed()
     assert ws.close_code == 1001
+
+
+async def test_receive_timeout_says_what_it_waited_for() -> None:
+    app, _, _ = make_app()
+    async with TestClient(app) as client:  # type: ignore[arg-type]
+        ws = await client.connect("/room/7", headers={"Authorization": "Bearer t"})
+        with pytest.raises(TimeoutError) as info:
+            await ws.receive(timeout=0.05)
+        assert str(info.value) == (
+            "TestWebSocket.receive: no message from the server within 0.05 s (the connection "
+            "is still open; pass timeout= to wait longer)")
+        await ws.send("still works")
+        assert await ws.receive() == "7:still works"
