@@ -1,4 +1,4 @@
-"""Typed per-connection data (the seed's GameData): each player gets an id and a score."""
+"""Typed per-connection data (as Bun's GameData example): each player gets an id and a score."""
 from __future__ import annotations
 
 import uuid
@@ -9,7 +9,7 @@ from harpia import ServerWebSocket, harpia
 
 @dataclass
 class GameData:
-    playerId: str = ""  # noqa: N815 - the seed's field names
+    playerId: str = ""  # noqa: N815 - Bun's field names
     gameId: str = ""  # noqa: N815
     score: int = 0
 

@@ -1,4 +1,4 @@
-"""Broadcast through the live connection set (the seed's notifications example).
+"""Broadcast through the live connection set (as Bun's notifications example).
 
 For many receivers prefer pub/sub (``ws.subscribe`` + ``app.publish``): it serializes the
 frame once for everyone, where this loop builds it once per client.

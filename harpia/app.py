@@ -329,7 +329,7 @@ class App:
     ) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully (1001 to every client).
 
-        ``app.listen({"port": 3000, "tls": {...}})`` is accepted too, as in the seed.
+        ``app.listen({"port": 3000, "tls": {...}})`` is accepted too, as in Bun.
         """
         if options is not None:
             unknown = set(options) - {"host", "port", "tls", "workers", "hostname"}

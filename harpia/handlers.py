@@ -2,7 +2,7 @@
 
 A route's handlers are a mapping (``{"open": fn, ...}``) or any object with methods of
 those names.  Here each one is checked and its arity read once (a handler may take fewer
-trailing arguments, as the seed's ``close(ws)``), so nothing is inspected per call.
+trailing arguments, as Bun's ``close(ws)``), so nothing is inspected per call.
 """
 from __future__ import annotations
 

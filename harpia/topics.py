@@ -50,8 +50,8 @@ class ConnectionSet(Generic[C]):
     def __contains__(self, member: object) -> bool:
         return member in self._members
 
-    def forEach(self, callback: Callable[[C], Any]) -> None:  # noqa: N802 - the seed's name
-        """Call ``callback(client)`` for each open connection (the seed's spelling)."""
+    def forEach(self, callback: Callable[[C], Any]) -> None:  # noqa: N802 - Bun's name
+        """Call ``callback(client)`` for each open connection (Bun's spelling)."""
         for member in self.snapshot():
             callback(member)
 

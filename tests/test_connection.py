@@ -211,7 +211,7 @@ async def test_close_handler_may_take_fewer_arguments() -> None:
     mailbox = Mailbox()
 
     class Handlers:
-        def close(self, ws: ServerWebSocket[Any]) -> None:       # the seed's close(ws)
+        def close(self, ws: ServerWebSocket[Any]) -> None:       # Bun's close(ws)
             mailbox.put("method", ws.readyState)
 
     app = harpia.harpia()

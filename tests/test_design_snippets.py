@@ -62,7 +62,7 @@ def broadcast(ws, message):
             client.send(message)
 app.ws("/notifications", {"message": broadcast})
 
-# dynamic routes: the seed's way, and the Pythonic way
+# dynamic routes: Bun's way, and the Pythonic way
 def room_open(ws):
     room_id = urlsplit(ws.data.url).path.split("/")[2]
     ws.data.roomId = room_id
@@ -87,7 +87,7 @@ app.ws("/reliable", {"message": reliable_message})
 app.ws("/high-volume", {"drain": lambda ws: print("Client receive buffer full")})
 
 # app.listen(port=3000, tls={"key": "/path/to/key.pem", "cert": "/path/to/cert.pem"})
-# app.listen({"port": 3000, "tls": {...}}) is accepted too, as in the seed
+# app.listen({"port": 3000, "tls": {...}}) is accepted too, as in Bun
 # ---------------------------------------------------------------- end of the snippet
 
 import asyncio

@@ -21,7 +21,7 @@ def bound(handlers: object, key: str) -> BoundHandler:
 @pytest.mark.parametrize("fn, arity", [
     (lambda ws, code, reason: None, 3),
     (lambda ws, code: None, 2),
-    (lambda ws: None, 1),                          # the seed's close(ws)
+    (lambda ws: None, 1),                          # Bun's close(ws)
     (lambda: None, 0),
     (lambda ws, code=0, reason="", extra=None: None, 3),   # defaults: capped at 3
     (lambda *args: None, 3),

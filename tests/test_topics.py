@@ -58,7 +58,7 @@ def test_snapshot_is_cached_until_membership_changes() -> None:
     assert members.snapshot() == ("a", "b") and members.snapshot() is not first
 
 
-def test_for_each_is_the_seeds_spelling() -> None:
+def test_for_each_is_buns_spelling() -> None:
     members: ConnectionSet[str] = ConnectionSet()
     members.add("x")
     members.add("y")
