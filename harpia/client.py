@@ -54,14 +54,19 @@ MAX_REDIRECTS = 5
 #: Close codes after which ``async for`` ends quietly instead of raising.
 _NORMAL_CLOSURE = frozenset((1000, 1001))
 
-# One cork (output batched per loop turn, the shared receive area) per event loop.
-_corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cork] = weakref.WeakKeyDictionary()
+# One cork (output batched per loop turn, the shared receive area) per event loop and
+# busy_poll setting.
+_corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Cork]] = \
+    weakref.WeakKeyDictionary()
 
 
-def _cork_for(loop: asyncio.AbstractEventLoop) -> Cork:
-    cork = _corks.get(loop)
+def _cork_for(loop: asyncio.AbstractEventLoop, busy_poll: float) -> Cork:
+    corks = _corks.get(loop)
+    if corks is None:
+        corks = _corks[loop] = {}
+    cork = corks.get(busy_poll)
     if cork is None:
-        cork = _corks[loop] = Cork(loop.call_soon)
+        cork = corks[busy_poll] = Cork(loop.call_soon, busy_poll)
     return cork
 
 
@@ -460,8 +465,10 @@ class _HandshakeProtocol(asyncio.Protocol):
     """Sends the upgrade request and reads the answer; hands over to the engine on a 101."""
 
     def __init__(self, handshake: ClientHandshake, ws: Callable[[], ClientWebSocket],
-                 done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]]) -> None:
+                 done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]],
+                 busy_poll: float) -> None:
         self.handshake = handshake
+        self.busy_poll = busy_poll
         self.make_ws = ws
         self.done = done
         self.transport: asyncio.Transport | None = None
@@ -500,7 +507,7 @@ class _HandshakeProtocol(asyncio.Protocol):
             transport.close()
             return
         ws = self.make_ws()
-        ws._start(transport, result, _cork_for(ws.loop))
+        ws._start(transport, result, _cork_for(ws.loop, self.busy_poll))
         self.done.set_result((result, ws))
 
 
@@ -584,7 +591,7 @@ class Connect:
                 max_queue=options["max_queue"], close_timeout=options["close_timeout"])
 
         def protocol() -> _HandshakeProtocol:
-            return _HandshakeProtocol(handshake, make_ws, done)
+            return _HandshakeProtocol(handshake, make_ws, done, options["busy_poll"])
 
         server_hostname = target.host if context is not None else None
         if options["unix"] is not None:
@@ -615,6 +622,12 @@ def _check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_busy_poll(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigurationError(f"busy_poll must be a number of seconds between 0 and 1, not {value!r}")
+    return float(value)
+
+
 def connect(
     url: str,
     handlers: ClientHandlers | object | None = None,
@@ -631,6 +644,7 @@ def connect(
     close_timeout: float = CLOSE_TIMEOUT,
     follow_redirects: bool = False,
     max_redirects: int = MAX_REDIRECTS,
+    busy_poll: float = 0.0,
 ) -> Connect:
     """Open a WebSocket connection to ``url`` (``ws://`` or ``wss://``).
 
@@ -639,7 +653,9 @@ def connect(
     ``message`` handler, messages are read with ``await ws.recv()`` or ``async for``.
     Raises ``HandshakeError`` (with ``status``, ``message`` holding the body, ``headers``)
     when the server refuses or answers wrongly, ``OSError`` when it cannot be reached,
-    ``TimeoutError`` after ``open_timeout`` seconds.
+    ``TimeoutError`` after ``open_timeout`` seconds.  ``busy_poll`` (seconds, 0 = off, at
+    most 1) keeps the event loop polling that long after a read instead of sleeping, as the
+    server's ``App(busy_poll=...)``: lower latency for request/response, paid in CPU.
     """
     if not isinstance(per_message_deflate, bool):
         raise ConfigurationError("per_message_deflate must be True or False, not "
@@ -660,6 +676,7 @@ def connect(
         "close_timeout": _check_seconds("close_timeout", close_timeout),
         "follow_redirects": bool(follow_redirects),
         "max_redirects": _check_limit("max_redirects", max_redirects, 0),
+        "busy_poll": _check_busy_poll(busy_poll),
     }
     # A bad URL, header or subprotocol fails here, not on the first await.
     handshake = ClientHandshake(parse_url(url), subprotocols=options["subprotocols"],

@@ -275,6 +275,16 @@ async def test_deflate_with_harpia_server() -> None:
             assert await ws.recv() == "hello"
 
 
+async def test_busy_poll() -> None:
+    async with serving(echo_app()) as base:
+        async with harpia.connect(f"{base}/echo", busy_poll=0.0002) as ws:
+            for i in range(20):
+                ws.send(f"poll {i}")
+                assert await ws.recv() == f"poll {i}"
+    with pytest.raises(ConfigurationError, match="busy_poll"):
+        harpia.connect("ws://x/", busy_poll=2)
+
+
 async def test_open_timeout_and_refused() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1 << 16)

@@ -1,4 +1,6 @@
-"""harpia's client: handlers called by the engine (the fast path), echo from ``message``."""
+"""harpia's client: handlers called by the engine (the fast path), echo from ``message``.
+
+``--busy-poll S`` keeps the loop polling S seconds after a read (the harpia-busypoll column)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +20,9 @@ def take(ws: harpia.ClientWebSocket, message: str | bytes) -> None:
     Counter.n += 1
 
 
-async def connect_loop(url: str, running: list[bool]) -> None:
+async def connect_loop(url: str, running: list[bool], busy_poll: float) -> None:
     while running[0]:
-        ws = await harpia.connect(url)
+        ws = await harpia.connect(url, busy_poll=busy_poll)
         ws.close()
         await ws.wait_closed()
         Counter.n += 1
@@ -32,7 +34,7 @@ async def main() -> None:
     url = args.url + scenario.path
     if args.scenario == "connect":
         running = [True]
-        tasks = [asyncio.ensure_future(connect_loop(url, running)) for _ in range(scenario.conns)]
+        tasks = [asyncio.ensure_future(connect_loop(url, running, args.busy_poll)) for _ in range(scenario.conns)]
 
         async def stop_connects() -> None:
             running[0] = False
@@ -40,7 +42,8 @@ async def main() -> None:
         await measure(Counter, args.seconds, args.warmup, stop_connects)
         return
     handler = echo if scenario.inflight else take
-    conns = [await harpia.connect(url, {"message": handler}, max_payload_length=1 << 24)
+    conns = [await harpia.connect(url, {"message": handler}, max_payload_length=1 << 24,
+                                  busy_poll=args.busy_poll)
              for _ in range(scenario.conns)]
     payload = b"x" * scenario.size
     for ws in conns:
