@@ -203,21 +203,25 @@ class App:
 
     # ------------------------------------------------------------------ metrics
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, topics: int = 100) -> dict[str, Any]:
         """Counters of this process: open/opened connections, closes by code, refused
         handshakes by status, messages and bytes in and out, backpressure events, dropped
-        sends, subscribers per topic."""
-        topics = {topic: self._topics.subscriber_count(topic) for topic in self._topics.topics()}
-        return self._stats.snapshot(self._connections.snapshot(), topics)
+        sends, topics and subscriptions in all, refused subscribes, and subscribers per
+        topic for at most ``topics`` topics (the oldest: clients may make millions)."""
+        registry = self._topics
+        return self._stats.snapshot(self._connections.snapshot(), registry.first_topics(topics),
+                                    registry.topic_count(), registry.subscriptions)
 
-    def metrics_text(self) -> str:
-        """``stats()`` in the Prometheus text format."""
-        return prometheus_text(self.stats())
+    def metrics_text(self, *, topics: int = 0) -> str:
+        """``stats()`` in the Prometheus text format; per-topic series only for
+        ``topics`` > 0, for at most that many topics."""
+        return prometheus_text(self.stats(topics=topics))
 
-    def expose_metrics(self, path: str = "/metrics") -> None:
-        """Serve ``metrics_text()`` on ``path`` for a Prometheus scraper."""
+    def expose_metrics(self, path: str = "/metrics", *, topics: int = 0) -> None:
+        """Serve ``metrics_text(topics=topics)`` on ``path`` for a Prometheus scraper."""
         self.get(path, lambda request: Response(
-            self.metrics_text(), content_type="text/plain; version=0.0.4; charset=utf-8"))
+            self.metrics_text(topics=topics),
+            content_type="text/plain; version=0.0.4; charset=utf-8"))
 
     # ------------------------------------------------------------------ pub/sub
 

@@ -178,12 +178,20 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             self.transport.abort()
 
     def subscribe(self, topic: str) -> bool:
-        """Receive what is published to ``topic``; False if already subscribed."""
+        """Receive what is published to ``topic``; False if already subscribed, if the
+        connection is not open, or if it has ``max_subscriptions`` topics already (that
+        refusal is counted in ``app.stats()["subscriptions_refused"]``)."""
         if self.ready_state != OPEN:
             return False
-        if self._topics is None:
-            self._topics = set()
-        self._topics.add(topic)
+        topics = self._topics
+        if topics is None:
+            topics = self._topics = set()
+        elif topic in topics:
+            return False
+        if len(topics) >= self.route.options.max_subscriptions:
+            self.app._stats.subscriptions_refused += 1
+            return False
+        topics.add(topic)
         return self.app._topics.subscribe(topic, self)
 
     def unsubscribe(self, topic: str) -> bool:
@@ -325,9 +333,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             self.app._connections.discard(self)
             self.listener.connections.discard(self)
         if self._topics:
-            topics = self.app._topics
-            for topic in self._topics:
-                topics.unsubscribe(topic, self)
+            # In batches over loop turns when there are many (a client that joined
+            # thousands of rooms): the close must not stall every other connection.
+            self.app._topics.unsubscribe_all(self._topics, self, self.listener.loop.call_soon)
             self._topics = None
         self.listener.connection_ended(self)
         self._notify_close()

@@ -50,6 +50,10 @@ class RouteOptions:
     #: Bytes read ahead while an async ``message`` handler runs before reading pauses.
     #: 64 KiB: enough to keep a fast client streaming, small enough to bound a flood.
     max_inbound_backlog: int = 64 * 1024
+    #: Topics one connection may subscribe to; past it ``subscribe`` returns False (counted
+    #: in ``app.stats()["subscriptions_refused"]``).  1024: more rooms than a person
+    #: follows, and a client naming topics cannot grow the registry without bound.
+    max_subscriptions: int = 1024
     #: ``per_message_deflate`` as validated settings; None when off (derived, not an option).
     deflate: DeflateOptions | None = dataclasses.field(init=False, default=None, compare=False)
 
@@ -66,6 +70,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "per_message_deflate": (bool, Mapping, DeflateOptions),
     "publish_to_self": (bool,),
     "max_inbound_backlog": (int,),
+    "max_subscriptions": (int,),
 }
 
 

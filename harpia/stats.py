@@ -20,10 +20,12 @@ ENGINE_COUNTERS = ("messages_in", "messages_out", "bytes_in", "bytes_out",
 class AppStats:
     """Totals of the connections that closed, and the events that are not per message."""
 
-    __slots__ = ("opened", "closes", "handshake_failures", "closed_totals")
+    __slots__ = ("opened", "closes", "handshake_failures", "closed_totals",
+                 "subscriptions_refused")
 
     def __init__(self) -> None:
         self.opened = 0
+        self.subscriptions_refused = 0
         self.closes: Counter[int] = Counter()
         self.handshake_failures: Counter[int] = Counter()
         self.closed_totals: Counter[str] = Counter()
@@ -33,7 +35,8 @@ class AppStats:
         for name in ENGINE_COUNTERS:
             self.closed_totals[name] += getattr(connection, name, 0)
 
-    def snapshot(self, live: Iterable[object], subscribers: dict[str, int]) -> dict[str, Any]:
+    def snapshot(self, live: Iterable[object], subscribers: dict[str, int],
+                 topic_count: int = 0, subscriptions: int = 0) -> dict[str, Any]:
         totals = Counter(self.closed_totals)
         open_now = 0
         for connection in live:
@@ -46,6 +49,9 @@ class AppStats:
             "closes_by_code": dict(sorted(self.closes.items())),
             "handshake_failures_by_status": dict(sorted(self.handshake_failures.items())),
             **{name: totals[name] for name in ENGINE_COUNTERS},
+            "topic_count": topic_count,
+            "subscriptions": subscriptions,
+            "subscriptions_refused": self.subscriptions_refused,
             "topics": dict(sorted(subscribers.items())),
         }
 
@@ -59,6 +65,9 @@ _HELP = {
     "bytes_out": ("counter", "Bytes queued for sending on WebSocket connections."),
     "backpressure_events": ("counter", "Sends that took a connection over its backpressure limit."),
     "dropped": ("counter", "Sends dropped (connection closing or over its limit)."),
+    "topic_count": ("gauge", "Topics with at least one subscriber in this process."),
+    "subscriptions": ("gauge", "Subscriptions in this process, over all topics."),
+    "subscriptions_refused": ("counter", "Subscribes refused by max_subscriptions."),
 }
 
 
@@ -80,8 +89,11 @@ def prometheus_text(stats: dict[str, Any], prefix: str = "harpia") -> str:
               f"# TYPE {prefix}_handshake_failures_total counter"]
     lines += [f'{prefix}_handshake_failures_total{{status="{status}"}} {count}'
               for status, count in stats["handshake_failures_by_status"].items()]
-    lines += [f"# HELP {prefix}_topic_subscribers Subscribers per topic in this process.",
-              f"# TYPE {prefix}_topic_subscribers gauge"]
-    lines += [f'{prefix}_topic_subscribers{{topic="{_escape(topic)}"}} {count}'
-              for topic, count in stats["topics"].items()]
+    if stats["topics"]:
+        # Only when asked for (``topics=N``), and at most N: clients may name topics, and
+        # one series per topic would let them grow every scrape without bound.
+        lines += [f"# HELP {prefix}_topic_subscribers Subscribers per topic in this process.",
+                  f"# TYPE {prefix}_topic_subscribers gauge"]
+        lines += [f'{prefix}_topic_subscribers{{topic="{_escape(topic)}"}} {count}'
+                  for topic, count in stats["topics"].items()]
     return "\n".join(lines) + "\n"

@@ -10,11 +10,13 @@ memory (VmRSS) or must keep an attacker's threads off its interpreter.
 - ``sink``: no handlers at all;
 - ``slow``: an ``async def`` message handler that takes 10 ms per message;
 - ``feed``: subscribes to ``"feed"`` on open, and nothing else;
+- ``rooms``: a chat that joins the room each message names (``ws.subscribe(message)``);
+  the message ``"?"`` answers how many rooms the connection is in;
 - ``publisher``: the message ``"publish N SIZE"`` publishes N messages of SIZE bytes to
   ``"feed"``, yielding to the loop every 16 of them as a real producer does, then answers
   ``"published"``.
 
-``GET /stats`` answers ``app.stats()`` plus ``pending`` (handshakes in progress), ``live``
+``GET /metrics`` serves ``app.metrics_text()``; ``GET /stats`` answers ``app.stats()`` plus ``pending`` (handshakes in progress), ``live``
 (WebSocket connections not yet gone, closing ones included) and ``objects`` (connection
 objects alive after ``gc.collect()``).  Prints the port on
 stdout, logs warnings to stderr, and serves until stdin is closed.
@@ -52,16 +54,24 @@ def make_app(config: dict[str, Any]) -> harpia.App:
                 await asyncio.sleep(0)
         ws.send("published")
 
+    def join(ws: ServerWebSocket[Any], message: str | bytes) -> None:
+        if message == "?":
+            ws.send(str(len(ws.subscriptions)))
+        else:
+            ws.subscribe(str(message))
+
     kinds: dict[str, dict[str, Any]] = {
         "echo": {"message": lambda ws, message: ws.send(message)},
         "sink": {},
         "slow": {"message": slow},
         "feed": {"open": lambda ws: ws.subscribe("feed")},
         "publisher": {"message": publish},
+        "rooms": {"message": join},
     }
     routes = {"/echo": ["echo", {}], **config.get("routes", {})}
     for path, (kind, options) in routes.items():
         app.ws(path, kinds[kind], **options)
+    app.expose_metrics()
     return app
 
 
