@@ -80,6 +80,7 @@ class WebSocketNamespace:
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
                 compress: bool | None = None) -> int:
+        """``app.publish``, as Bun's ``server.publish``."""
         return self._app.publish(topic, message, compress)
 
 

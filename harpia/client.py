@@ -200,6 +200,7 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
 
     @property
     def close_reason(self) -> str:
+        """The reason of the close frame that ended the connection ("" until then)."""
         return self._close_reason
 
     async def recv(self) -> _Message:

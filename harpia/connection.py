@@ -93,15 +93,20 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             close_on_backpressure_limit=options.close_on_backpressure_limit,
             inbound_limit=options.max_inbound_backlog,
         )
+        #: The app serving this connection.
         self.app = app
         self.route = route
         self.listener = listener
         self.transport = transport
         self.head = head
+        #: Route parameters: ``/room/:roomId`` matched by ``/room/7`` gives ``{"roomId": "7"}``.
         self.params = params
         self._remote_address = remote_address
+        #: The subprotocol agreed in the handshake (one of the route's ``subprotocols``), or None.
         self.subprotocol = subprotocol
+        #: The ``Sec-WebSocket-Extensions`` answered in the handshake (permessage-deflate), or None.
         self.extensions: str | None = None
+        #: True on TLS (``wss://``).
         self.secure = secure
         self._data: Any = None
         self._topics: set[str] | None = None
@@ -145,6 +150,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
 
     @property
     def path(self) -> str:
+        """The request path, percent-encoded as received, without the query."""
         return self.head.path
 
     @property
@@ -195,18 +201,21 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         return self.app._topics.subscribe(topic, self)
 
     def unsubscribe(self, topic: str) -> bool:
+        """Stop receiving what is published to ``topic``; False if not subscribed."""
         if self._topics is None or topic not in self._topics:
             return False
         self._topics.discard(topic)
         return self.app._topics.unsubscribe(topic, self)
 
     def is_subscribed(self, topic: str) -> bool:
+        """True if this connection is subscribed to ``topic``."""
         return self._topics is not None and topic in self._topics
 
     isSubscribed = is_subscribed  # noqa: N815 - Bun's spelling
 
     @property
     def subscriptions(self) -> list[str]:
+        """The topics this connection is subscribed to, sorted."""
         return sorted(self._topics) if self._topics else []
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview,

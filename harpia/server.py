@@ -164,6 +164,7 @@ class Listener:
             self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
     async def start(self) -> Listener:
+        """Bind and start accepting; ``app.serve`` calls it on ``async with``."""
         self._prepare()
         if self.app._asgi is not None:
             await self.app._asgi.listener_started(self)    # ASGI lifespan startup
@@ -198,6 +199,7 @@ class Listener:
 
     @property
     def url(self) -> str:
+        """Where clients connect: ``ws://host:port`` (``wss://`` with TLS)."""
         scheme = "wss" if self.secure else "ws"
         host = self.host if ":" not in self.host else f"[{self.host}]"
         return f"{scheme}://{host}:{self.port}"

@@ -171,6 +171,7 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
             self.close_code = self.close_code_received
 
     async def wait_closed(self, timeout: float = 5.0) -> None:
+        """Wait until the connection is closed (``close_code`` is then set)."""
         assert self._closed is not None
         await asyncio.wait_for(asyncio.shield(self._closed), timeout)
 
@@ -180,6 +181,7 @@ class TestWebSocket(FrameEngine, asyncio.Protocol):
         self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        """Read again after ``pause_reading`` (or ``connect(slow=True)``)."""
         assert self.transport is not None
         self.transport.resume_reading()
 
