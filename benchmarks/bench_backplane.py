@@ -29,6 +29,12 @@ one core as "1 process": the figure is the cost of the broker hop, not a scale-o
 
     python benchmarks/bench_backplane.py                  # 1,000 subscribers, 3 repetitions
     python benchmarks/bench_backplane.py --quick          # smoke test, a few seconds
+
+Redis Cluster and Sentinel (``backplane_cluster.py``; each starts its own deployment):
+
+    python benchmarks/bench_backplane.py --scale      # 4 processes: 1 Redis vs a 3-shard cluster
+    python benchmarks/bench_backplane.py --failover   # delivery gap when a master is killed
+    python benchmarks/bench_backplane.py --shard      # SPUBLISH throughput of 1 and 3 shards
 """
 from __future__ import annotations
 
@@ -76,6 +82,17 @@ def serve(args: argparse.Namespace) -> None:
     app.ws("/broadcast", {"open": broadcast_open,
                           "message": lambda ws, message: app.publish("all", message)},
            max_payload_length=64 * 1024 * 1024)
+
+    # /broadcast/:topic: the same on a topic of the client's choosing (topics on several shards).
+    def topic_open(ws: Any) -> None:
+        nonlocal peak
+        ws.subscribe(ws.params["topic"])
+        peak = max(peak, len(app.websocket.connections))
+
+    app.ws("/broadcast/:topic", {
+        "open": topic_open,
+        "message": lambda ws, message: app.publish(ws.params["topic"], message)},
+        max_payload_length=64 * 1024 * 1024)
 
     def probe_open(ws: Any) -> None:
         if ws.query.get("subscribe"):
@@ -295,9 +312,32 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers to CPU 0, clients to CPU 1")
     parser.add_argument("--quick", action="store_true", help="100 subscribers, 1 repetition: a smoke test")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--scale", action="store_true",
+                        help="4 processes: one Redis against a 3-shard cluster (backplane_cluster.py)")
+    parser.add_argument("--failover", action="store_true", help="the delivery gap of a failover, "
+                        "cluster and sentinel")
+    parser.add_argument("--shard", action="store_true", help="SPUBLISH throughput of 1 and 3 shards")
+    parser.add_argument("--interval", type=float, default=1.0, help="--failover: ms between messages")
+    parser.add_argument("--envelope", type=int, default=1024, help="--shard: bytes per SPUBLISH")
+    parser.add_argument("--shard-requests", type=int, default=300_000, help="--shard: SPUBLISH per shard")
     args = parser.parse_args()
     if args.serve:
         serve(args)
+        return 0
+    if args.scale or args.failover or args.shard:
+        import backplane_cluster
+
+        if args.quick:
+            args.conns, args.duration, args.warmup, args.repeat = 300, 1.0, 0.2, 1
+            args.latency_samples, args.shard_requests = 300, 100_000
+        e2e.build_loadgen()
+        pins = {"server": [] if args.no_pin else e2e.pin(e2e.SERVER_CPU),
+                "loadgen": [] if args.no_pin else e2e.pin(e2e.LOADGEN_CPU)}
+        for wanted, measure in ((args.shard, backplane_cluster.shard),
+                                (args.scale, backplane_cluster.scale),
+                                (args.failover, backplane_cluster.failover)):
+            if wanted:
+                print("\n".join(measure(args, pins)) + "\n", flush=True)
         return 0
     if args.quick:
         args.conns, args.duration, args.warmup, args.repeat, args.latency_samples = 100, 1.0, 0.2, 1, 300

@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-key", help="PEM private key")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     parser.add_argument("--pubsub", help="backplane URL for publishes across processes, "
-                                          "e.g. redis://127.0.0.1:6379/0")
+                                          "e.g. redis://127.0.0.1:6379/0, "
+                                          "redis+cluster://10.0.0.1:7000,10.0.0.2:7000 or "
+                                          "redis+sentinel://10.0.0.1:26379/mymaster")
     parser.add_argument("--busy-poll", type=float, metavar="SECONDS",
                         help="keep the event loop polling this long after a read (lower "
                              "latency for more CPU; e.g. 0.0002)")

@@ -43,6 +43,7 @@ def test_sentinel_urls() -> None:
     assert isinstance(bp, RedisSentinelBackplane)
     assert bp.sentinels == [("127.0.0.1", 26379), ("10.0.0.2", 26379)]
     assert bp.service_name == "mymaster"
+    assert bp.max_backoff == 1.0  # a failover is expected: retry at least every second
     for bad in ("redis+sentinel://h:26379", "redis+sentinel://h:26379/", "redis+sentinel:///name",
                 "redis+sentinel://h:26379/a/b"):
         with pytest.raises(ConfigurationError):

@@ -21,6 +21,8 @@ class RedisSentinelBackplane(RedisBackplane):
     master, as soon as they have promoted a replica; then it resubscribes every channel the
     process needs in one command.  Messages published between the failure and the
     resubscription are lost for the other processes (pub/sub keeps nothing): at most once.
+    ``max_backoff`` defaults to 1 s here (5 s for ``RedisBackplane``), so that the new master
+    is found within a second of its promotion.
 
     The URL's user and password (``redis+sentinel://:secret@host:26379/name``) are for the
     Redis servers; ``sentinel_options={"password": ...}`` passes options to the sentinel
@@ -32,6 +34,9 @@ class RedisSentinelBackplane(RedisBackplane):
     def __init__(self, url: str, *, sentinel_options: dict[str, Any] | None = None,
                  **options: Any) -> None:
         self.sentinel_options = dict(sentinel_options or {})
+        # A failover is an expected event here, over in seconds: retry at least every second
+        # rather than backing off to RedisBackplane's 5 s.
+        options.setdefault("max_backoff", 1.0)
         super().__init__(url, **options)
 
     def _check_url(self, url: str) -> None:
