@@ -55,11 +55,18 @@ def topic_per_master(cluster: RedisCluster, prefix: str = "harpia:") -> list[str
 # ---------------------------------------------------------------- --scale
 
 
+def cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far."""
+    return sum(e2e._cpu_seconds(pid) or 0.0 for pid in pids)
+
+
 def broadcast(pubsub: str, topics: list[str], args: argparse.Namespace,
-              pins: dict[str, list[str]]) -> dict[str, Any]:
+              pins: dict[str, list[str]], redis_pids: list[int]) -> dict[str, Any]:
     port = e2e.free_port()
     servers = [bb.Harpia(port, pubsub, pins["server"]) for _ in range(PROCESSES)]
+    harpia_pids = [server.pid for server in servers]
     try:
+        cpu_before = cpu(harpia_pids), cpu(redis_pids)
         procs = []
         for topic in topics:
             cmd = [*pins["loadgen"], str(e2e.WSLOAD), "--mode", "broadcast", "--host", bb.HOST,
@@ -74,10 +81,16 @@ def broadcast(pubsub: str, topics: list[str], args: argparse.Namespace,
             if proc.returncode != 0 or result.get("errors"):
                 raise e2e.BenchError(f"wsload failed: {result.get('error') or err.strip()}")
             results.append(result)
+        harpia_cpu, redis_cpu = cpu(harpia_pids) - cpu_before[0], cpu(redis_pids) - cpu_before[1]
     finally:
         for server in servers:
             server.stop()
+    deliveries = sum(r["deliveries_per_s"] for r in results) * args.duration
     return {"deliveries_per_s": sum(r["deliveries_per_s"] for r in results),
+            # CPU over the whole run (connecting and warm-up too) per delivery in the measured
+            # window: an upper bound of the cost, robust to a machine shared with other work.
+            "harpia_cpu_us_per_delivery": harpia_cpu * 1e6 / deliveries,
+            "harpia_cpu_s": harpia_cpu, "redis_cpu_s": redis_cpu,
             "msgs_per_s": sum(r["msgs_per_s"] for r in results),
             "per_topic": [r["deliveries_per_s"] for r in results],
             "peak_connections": [s.final.get("peak_connections") for s in servers],
@@ -113,15 +126,19 @@ def scale(args: argparse.Namespace, pins: dict[str, list[str]]) -> list[str]:
     cluster = RedisCluster.start(prefix=pins["server"])
     topics = topic_per_master(cluster)
     setups = {"1 Redis": single.url, "3-shard cluster": cluster.url}
+    redis_pids = {"1 Redis": [single.proc.pid],
+                  "3-shard cluster": [n.process.pid for n in cluster.nodes if n.process is not None]}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
     lat: dict[str, dict[str, Any]] = {}
     try:
         for rep in range(args.repeat):
             for name, url in setups.items():
-                result = broadcast(url, topics, args, pins)
+                result = broadcast(url, topics, args, pins, redis_pids[name])
                 runs[name].append(result)
                 print(f"[{rep + 1}/{args.repeat}] {name}: {result['deliveries_per_s']:,.0f} deliveries/s, "
                       f"{result['msgs_per_s']:,.0f} publishes/s (per topic {result['per_topic']}), "
+                      f"harpia {result['harpia_cpu_us_per_delivery']:.3f} CPU-us/delivery, Redis "
+                      f"{result['redis_cpu_s']:.2f} CPU-s, "
                       f"subscribers per process {result['peak_connections']}", file=sys.stderr, flush=True)
         for name, url in setups.items():
             lat[name] = latency(url, args, pins)
@@ -137,14 +154,16 @@ def scale(args: argparse.Namespace, pins: dict[str, list[str]]) -> list[str]:
              f"topics (one per cluster shard), {args.size} B messages, {args.duration:g} s measured, "
              f"median of {args.repeat}; "
              f"{'unpinned' if not pins['server'] else 'servers and Redis on CPU 0, wsload on CPU 1'}.", "",
-             "| backplane | deliveries/s | publishes/s | ratio | envelopes sent (last run) | per-run deliveries/s |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
+             "| backplane | deliveries/s | publishes/s | ratio | envelopes sent (last run) | per-run deliveries/s "
+             "| harpia CPU per delivery | Redis CPU per run (all its processes) |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for name in setups:
         last = runs[name][-1]
         envelopes = sum((b or {}).get("published", 0) for b in last["backplane"])
         lines.append(f"| {name} | {med(name, 'deliveries_per_s'):,.0f} | {med(name, 'msgs_per_s'):,.0f} | "
                      f"{med(name, 'deliveries_per_s') / base:.2f}x | {envelopes:,} | "
-                     f"{', '.join(format(r['deliveries_per_s'] / 1e6, '.1f') + 'M' for r in runs[name])} |")
+                     f"{', '.join(format(r['deliveries_per_s'] / 1e6, '.1f') + 'M' for r in runs[name])} | "
+                     f"{med(name, 'harpia_cpu_us_per_delivery'):.3f} us | {med(name, 'redis_cpu_s'):.2f} s |")
     lines += ["", "| publish -> subscriber on another process | p50 | p99 | added p50 | added p99 |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for name, values in lat.items():
@@ -264,7 +283,7 @@ def failover(args: argparse.Namespace, pins: dict[str, list[str]]) -> list[str]:
             setup.restart(old)
     finally:
         setup.stop()
-    lines = [f"One message every {args.interval:g} ms through process A to a subscriber on process B; "
+    lines = [f"One message every {args.interval:g} ms (asked; sent/s below is what the loop achieved) through process A to a subscriber on process B; "
              f"the master SIGKILLed after 2 s; Redis failure detection 1 s; {args.repeat} failovers each.", "",
              "| deployment | replica promoted after (median) | delivery gap (median, per run) | "
              "messages missed (median, per run) | messages sent/s | duplicates | order kept |",
@@ -318,6 +337,8 @@ def shard(args: argparse.Namespace, pins: dict[str, list[str]]) -> list[str]:
         payload = "x" * args.envelope
         results: dict[str, list[float]] = {"1 shard": [], "3 shards": []}
         out_bytes: dict[str, list[float]] = {"1 shard": [], "3 shards": []}
+        master_us: dict[str, list[float]] = {"1 shard": [], "3 shards": []}
+        replica_us: dict[str, list[float]] = {"1 shard": [], "3 shards": []}
         for rep in range(args.repeat):
             for name, count in (("1 shard", 1), ("3 shards", 3)):
                 drains = [Drain(masters[i].port, f"harpia:{topics[i]}") for i in range(count) for _ in range(4)]
@@ -329,28 +350,38 @@ def shard(args: argparse.Namespace, pins: dict[str, list[str]]) -> list[str]:
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for i in range(count)]
                 t0 = time.monotonic()
                 before = sum(d.bytes for d in drains)
+                master_pids = [masters[i].process.pid for i in range(count)]  # type: ignore[union-attr]
+                replica_pids = [n.process.pid for n in cluster.nodes  # type: ignore[union-attr]
+                                if n not in masters and n.process is not None]
+                cpu0 = cpu(master_pids), cpu(replica_pids)
                 rps = 0.0
                 for proc in procs:
                     out, _ = proc.communicate(timeout=300)
                     rps += float(out.strip().splitlines()[-1].split(",")[1].strip('"'))
                 elapsed = time.monotonic() - t0
                 out_rate = (sum(d.bytes for d in drains) - before) / elapsed
+                sent = args.shard_requests * count
+                master_us[name].append((cpu(master_pids) - cpu0[0]) * 1e6 / sent)
+                replica_us[name].append((cpu(replica_pids) - cpu0[1]) * 1e6 / sent)
                 for drain in drains:
                     drain.close()
                 results[name].append(rps)
                 out_bytes[name].append(out_rate)
                 print(f"[{rep + 1}/{args.repeat}] {name}: {rps:,.0f} SPUBLISH/s, "
-                      f"{out_rate / 1e6:,.0f} MB/s to subscribers", file=sys.stderr, flush=True)
+                      f"{out_rate / 1e6:,.0f} MB/s to subscribers, master {master_us[name][-1]:.2f} "
+                      f"CPU-us/SPUBLISH, replica {replica_us[name][-1]:.2f}", file=sys.stderr, flush=True)
     finally:
         cluster.stop()
     one = statistics.median(results["1 shard"])
     lines = [f"redis-benchmark SPUBLISH, {args.envelope} B messages, 8 connections x 16 pipelined, "
              f"4 subscribers per channel, {args.shard_requests:,} per shard, median of {args.repeat}; "
              f"{'unpinned' if not pins['server'] else 'all 6 redis-servers on CPU 0, clients on CPU 1'}.", "",
-             "| masters publishing | SPUBLISH/s (all shards) | per shard | to subscribers | ratio |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| masters publishing | SPUBLISH/s (all shards) | per shard | to subscribers | ratio "
+             "| master CPU per SPUBLISH | its replica's |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, count in (("1 shard", 1), ("3 shards", 3)):
         total = statistics.median(results[name])
         lines.append(f"| {name} | {total:,.0f} | {total / count:,.0f} | "
-                     f"{statistics.median(out_bytes[name]) / 1e6:,.0f} MB/s | {total / one:.2f}x |")
+                     f"{statistics.median(out_bytes[name]) / 1e6:,.0f} MB/s | {total / one:.2f}x "
+                     f"| {statistics.median(master_us[name]):.2f} us | {statistics.median(replica_us[name]):.2f} us |")
     return lines
