@@ -21,6 +21,7 @@ the bench extra (pip install -e '.[bench]').
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -102,6 +103,29 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants (granian's workers)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    family, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    return sum(times.get(p, 0.0) for p in family)
+
+
 def run_wrk(port: int, path: str, duration: float) -> float:
     cmd = [*e2e.pin(e2e.LOADGEN_CPU), "wrk", "-t1", "-c64", f"-d{max(1, round(duration))}s",
            f"http://{e2e.HOST}:{port}{path}"]
@@ -123,13 +147,22 @@ def run_wsload(port: int, args: tuple[str, ...], duration: float, warmup: float)
     return float(json.loads(lines[-1])["msgs_per_s"])
 
 
-def measure(case: Case, server: str, duration: float, warmup: float) -> float:
+def measure(case: Case, server: str, duration: float, warmup: float) -> tuple[float, float]:
+    """Throughput, and the same per CPU second the server used (less sensitive to what
+    else runs on the machine)."""
     proc, port = start_server(server, case.app)
     try:
         if case.tool == "wrk":
-            run_wrk(port, case.args[0], warmup)          # warm-up: connections, caches, JIT-less
-            return run_wrk(port, case.args[0], duration)
-        return run_wsload(port, case.args, duration, warmup)
+            run_wrk(port, case.args[0], warmup)          # warm-up: connections, caches
+            cpu = tree_cpu_seconds(proc.pid)
+            rate = run_wrk(port, case.args[0], duration)
+            spent = max(1, round(duration))
+        else:
+            cpu = tree_cpu_seconds(proc.pid)
+            rate = run_wsload(port, case.args, duration, warmup)
+            spent = duration + warmup  # warm-up traffic flows at about the same rate
+        cpu = tree_cpu_seconds(proc.pid) - cpu
+        return rate, rate * spent / cpu if cpu > 0 else 0.0
     finally:
         stop_server(proc)
 
@@ -151,18 +184,24 @@ def main() -> int:
     groups = set(args.groups.split(","))
     cases = [c for c in CASES if c.group in groups]
     results: dict[tuple[str, str], list[float]] = {}
+    per_cpu: dict[tuple[str, str], list[float]] = {}
     for rep in range(args.repeat):
         for case in cases:
             for server in case.servers:     # interleaved: drift hits every server alike
                 try:
-                    value = measure(case, server, args.duration, args.warmup)
+                    value, efficiency = measure(case, server, args.duration, args.warmup)
                 except e2e.BenchError as exc:
                     print(f"# {case.name} on {server}: {exc}", file=sys.stderr)
                     continue
                 results.setdefault((case.name, server), []).append(value)
-                print(f"# rep {rep + 1}: {case.name} on {server}: {value:,.0f} {case.unit}",
-                      file=sys.stderr, flush=True)
+                per_cpu.setdefault((case.name, server), []).append(efficiency)
+                print(f"# rep {rep + 1}: {case.name} on {server}: {value:,.0f} {case.unit}, "
+                      f"{efficiency:,.0f} per server CPU second", file=sys.stderr, flush=True)
+    load = os.getloadavg()
+    print(f"Throughput (median of {args.repeat}; load average {load[0]:.1f} at the end):\n")
     print(render(cases, results))
+    print("Per CPU second the server process(es) used (same runs):\n")
+    print(render(cases, per_cpu))
     return 0
 
 
