@@ -105,7 +105,8 @@ class RequestCycle:
         if self.expect_continue:
             # The client waits for this before sending the body: only once the app asks.
             self.expect_continue = False
-            conn.transport.write(_CONTINUE)
+            if not self.body_done and not self.body:
+                conn.transport.write(_CONTINUE)
         while not self.body and not self.body_done:
             self.waiter = conn.loop.create_future()
             await self.waiter
