@@ -332,3 +332,40 @@ def test_mount_options_are_checked() -> None:
     app.mount("/api", make_app)
     with pytest.raises(harpia.ConfigurationError, match="already mounted"):
         app.mount("/api/", make_app)
+
+
+@pytest.mark.parametrize("path", ["/native-echo", "/ws/echo"])
+async def test_websocket_upgrade_after_keep_alive_requests(path: str) -> None:
+    """aiohttp's pooled connections upgrade a connection that already served requests."""
+    import wsproto
+    from wsproto.events import AcceptConnection, Request, TextMessage
+
+    app = make_app()
+    app.ws("/native-echo", {"message": lambda ws, m: ws.send(m)})
+    async with app.serve(port=0) as server:
+        client = await HttpClient.open(server.port)
+        assert (await client.request("GET", "/items/1"))[0] == 200
+        assert (await client.request("GET", "/health"))[0] == 200
+        ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        client.send_raw(ws.send(Request(host="localhost", target=path)))
+        events: list[object] = []
+        while not any(isinstance(e, AcceptConnection) for e in events):
+            ws.receive_data(await asyncio.wait_for(client.reader.read(65536), 10))
+            events.extend(ws.events())
+        client.send_raw(ws.send(TextMessage(data="after keep-alive")))
+        texts: list[str] = []
+        while not texts:
+            ws.receive_data(await asyncio.wait_for(client.reader.read(65536), 10))
+            texts += [e.data for e in ws.events() if isinstance(e, TextMessage)]
+        assert texts == ["after keep-alive"]
+        await client.close()
+
+
+async def test_other_protocol_upgrade_is_served_as_http_then_closed() -> None:
+    async with make_app().serve(port=0) as server:
+        client = await HttpClient.open(server.port)
+        client.send_raw(b"GET /items/5 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                        b"Upgrade: h2c\r\n\r\n")
+        (status, headers, body), = parse_responses(await client.read_until_closed(), ["GET"])
+        assert (status, json.loads(body), headers["connection"]) == (
+            200, {"item_id": 5, "q": None}, "close")

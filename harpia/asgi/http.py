@@ -240,6 +240,9 @@ class HttpConnection(asyncio.Protocol):
         self.writing_paused = False
         self.write_waiter: asyncio.Future[None] | None = None
         self.closing = False
+        self.requests = 0
+        self.upgrade_pending = False   # a later request asked for WebSocket: hand it back
+        self.upgrade_refused = False   # the first asked for another protocol: served as HTTP
         self.mount: Mount | None = None
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
@@ -260,8 +263,11 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "a WebSocket upgrade must be the first request of its connection\n")
+        except httptools.HttpParserUpgrade as exc:
+            if self.upgrade_pending:
+                self._hand_back(data[exc.args[0]:] if exc.args else b"")
+            # Else the connection's first request asked for another protocol (h2c...): it
+            # is served as HTTP/1.1, and the connection closes after its response.
             return
         except httptools.HttpParserError as exc:
             if not self.closing:
@@ -340,6 +346,14 @@ class HttpConnection(asyncio.Protocol):
             self.head_timer.cancel()
             self.head_timer = None
         parser = self.parser
+        self.requests += 1
+        if parser.should_upgrade():
+            if self.requests > 1:
+                # An upgrade after keep-alive requests (aiohttp's pooled connections do
+                # this): the upgrade path takes it, once the parser has stopped.
+                self.upgrade_pending = True
+                return
+            self.upgrade_refused = True
         url = httptools.parse_url(self.url)
         raw_path = url.path
         path = raw_path.decode("ascii", "replace")
@@ -382,7 +396,9 @@ class HttpConnection(asyncio.Protocol):
             "headers": self.headers,
             "state": mount.state.copy(),
         }
-        cycle = RequestCycle(self, app, scope, parser.should_keep_alive(), expect_continue)
+        cycle = RequestCycle(self, app, scope,
+                             parser.should_keep_alive() and not self.upgrade_refused,
+                             expect_continue)
         self.filling = cycle
         if self.cycle is None:
             self._start(cycle)
@@ -472,6 +488,30 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         if self.timer is None:
             self.timer = self.loop.call_later(self.mount.http.keep_alive_timeout, self._idle_check)  # type: ignore[union-attr]
+
+    def _hand_back(self, rest: bytes) -> None:
+        """Give the connection back to the listener's upgrade path, with the upgrade
+        request re-encoded in front of whatever followed it."""
+        if self.cycle is not None or self.pending:
+            self._fail(400, "a WebSocket upgrade pipelined behind unanswered requests\n")
+            return
+        from ..server import HttpProtocol  # the listener's first stage, one layer down
+
+        method = self.parser.get_method()
+        head = [b"%s %s HTTP/1.1\r\n" % (method, self.url)]
+        head.extend(b"%s: %s\r\n" % pair for pair in self.headers)
+        head.append(b"\r\n")
+        self.closing = True
+        for timer in (self.timer, self.head_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.head_timer = None
+        self.mounts.connections.discard(self)
+        protocol = HttpProtocol(self.listener)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if not self.transport.is_closing():
+            protocol.data_received(b"".join(head) + rest)
 
     def resume_body(self) -> None:
         self.body_paused = False
