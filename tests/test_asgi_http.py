@@ -369,3 +369,22 @@ async def test_other_protocol_upgrade_is_served_as_http_then_closed() -> None:
         (status, headers, body), = parse_responses(await client.read_until_closed(), ["GET"])
         assert (status, json.loads(body), headers["connection"]) == (
             200, {"item_id": 5, "q": None}, "close")
+
+
+async def test_shutdown_aborts_a_request_that_outlives_close_timeout() -> None:
+    started = asyncio.Event()
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        started.set()
+        await asyncio.Event().wait()       # never answers
+
+    app = harpia.harpia(close_timeout=0.3)
+    app.mount("/", asgi)
+    server = await app.serve(port=0)
+    client = await HttpClient.open(server.port)
+    client.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(server.stop(), 10)
+    assert await client.read_until_closed() == b""

@@ -101,30 +101,35 @@ async def ws(websocket: WebSocket):
 """
 
 
-def test_cli_serves_a_plain_asgi_app_with_two_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_cli_serves_a_plain_asgi_app_with_two_workers(tmp_path: Path, tls: bool, ca: trustme.CA,
+                                                      pem_files: dict[str, str],
+                                                      client_context: ssl.SSLContext) -> None:
     (tmp_path / "svc.py").write_text(PLAIN)
     events = tmp_path / "events"
     events.mkdir()
     out = (tmp_path / "out.txt").open("wb")
     env = dict(os.environ, EVENTS_DIR=str(events),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    tls_args = ["--tls-cert", pem_files["cert"], "--tls-key", pem_files["key"]] if tls else []
+    context = client_context if tls else None
     process = subprocess.Popen([sys.executable, "-m", "harpia", "svc:api", "--port", "0",
-                                "--workers", "2"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                               env=env)
+                                "--workers", "2", *tls_args], cwd=tmp_path, stdout=out,
+                               stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
         port = 0
         while not port:
             assert time.monotonic() < deadline, (tmp_path / "out.txt").read_text()
             assert process.poll() is None, (tmp_path / "out.txt").read_text()
-            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+)", (tmp_path / "out.txt").read_text())
+            match = re.search(r"listening on wss?://127\.0\.0\.1:(\d+)", (tmp_path / "out.txt").read_text())
             port = int(match.group(1)) if match else 0
             time.sleep(0.05)
 
         async def scenario() -> set[int]:
             pids = set()
             for _ in range(40):
-                client = await HttpClient.open(port)
+                client = await HttpClient.open(port, context)
                 status, _, body = await client.request("GET", "/pid")
                 answer = json.loads(body)
                 assert status == 200 and answer["pid"] == answer["lifespan_pid"]
@@ -132,7 +137,8 @@ def test_cli_serves_a_plain_asgi_app_with_two_workers(tmp_path: Path) -> None:
                 await client.close()
                 if len(pids) == 2:
                     break
-            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            scheme, host = ("wss", "localhost") if tls else ("ws", "127.0.0.1")
+            async with connect(f"{scheme}://{host}:{port}/ws", ssl=context) as ws:
                 assert int(await asyncio.wait_for(ws.recv(), 10)) in pids
             return pids
 

@@ -294,7 +294,7 @@ class HttpConnection(asyncio.Protocol):
                 cycle.wake()
         self.pending.clear()
         self._wake_writer()
-        self.mounts.connections.discard(self)
+        self.mounts.connection_ended(self)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -506,7 +506,7 @@ class HttpConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self.timer = self.head_timer = None
-        self.mounts.connections.discard(self)
+        self.mounts.connection_ended(self)
         protocol = HttpProtocol(self.listener)
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)

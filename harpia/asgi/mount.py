@@ -67,7 +67,8 @@ class AsgiMounts:
         #: The request-head limits of the upgrade path, applied to every later request too.
         self.head_limits = (8192, 8192, 128, 65536)
         self._serving: set[Listener] = set()
-        self._stopping: set[Listener] = set()
+        #: Listeners shutting down, each with the event set when its last connection is gone.
+        self._stopping: dict[Listener, asyncio.Event] = {}
 
     def add(self, path: str, asgi_app: AsgiApp, options: dict[str, Any]) -> None:
         if not isinstance(path, str) or not path.startswith("/"):
@@ -128,30 +129,38 @@ class AsgiMounts:
     def stopping_listener(self, listener: Listener) -> bool:
         return listener in self._stopping
 
+    def connection_ended(self, conn: HttpConnection) -> None:
+        self.connections.discard(conn)
+        gone = self._stopping.get(conn.listener)
+        if gone is not None and not any(c.listener is conn.listener for c in self.connections):
+            gone.set()
+
     async def listener_stopping(self, listener: Listener, timeout: float) -> None:
         """Graceful shutdown of this listener's ASGI connections, then (when it is the
         last listener) the lifespan shutdown."""
         if listener not in self._serving:
             return
-        self._stopping.add(listener)
+        gone = self._stopping[listener] = asyncio.Event()
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
             for conn in [c for c in self.connections if c.listener is listener]:
                 conn.close_if_idle()
             for session in [s for s in self.sockets if s.listener is listener]:
                 session.shutdown()
             # In-flight requests finish (their connections close after the response).
-            while any(c.listener is listener for c in self.connections) and loop.time() < deadline:
-                await asyncio.sleep(0.02)
-            for conn in [c for c in self.connections if c.listener is listener]:
-                conn.transport.abort()
+            if any(c.listener is listener for c in self.connections):
+                try:
+                    await asyncio.wait_for(gone.wait(), timeout)
+                except asyncio.TimeoutError:
+                    for conn in [c for c in self.connections if c.listener is listener]:
+                        conn.transport.abort()
+                        if conn.task is not None:
+                            conn.task.cancel()   # the app outlived the close timeout
             self._serving.discard(listener)
             if not self._serving:
                 for mount in self.mounts:
                     await mount.lifespan.shutdown()
         finally:
-            self._stopping.discard(listener)
+            self._stopping.pop(listener, None)
 
 
 def _encode_head(head: RequestHead) -> bytes:
