@@ -203,7 +203,7 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
         """The reason of the close frame that ended the connection ("" until then)."""
         return self._close_reason
 
-    async def recv(self) -> _Message:
+    async def recv(self) -> str | bytes:
         """The next message (``str`` for text, ``bytes`` for binary).
 
         Raises ``ConnectionClosed`` (with the close code and reason) once the connection
@@ -229,7 +229,7 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
     def __aiter__(self) -> ClientWebSocket:
         return self
 
-    async def __anext__(self) -> _Message:
+    async def __anext__(self) -> str | bytes:
         try:
             return await self.recv()
         except ConnectionClosed as exc:
