@@ -343,8 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", action="store_true",
                         help="a fuzzingserver report (harpia's client): --docs writes the"
                              " client section of the page")
-    parser.add_argument("--announced", type=int, default=None,
-                        help="how many cases the run announced (client runs: the agent's count)")
     args = parser.parse_args(argv)
 
     if not args.index.exists():
@@ -359,8 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.wstest_log is not None:
         text = args.wstest_log.read_text(errors="replace") if args.wstest_log.exists() else ""
         run = parse_wstest_output(text)
-    if args.announced is not None:
-        run = WstestRun(args.announced, None, None)
     problems = check(results, run)
     title = "Autobahn|Testsuite (fuzzingserver) summary" if args.client else \
         "Autobahn|Testsuite summary"
