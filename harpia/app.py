@@ -94,6 +94,7 @@ class App:
         close_timeout: float = 5.0,
         max_connections: int | None = None,
         max_pending_handshakes: int | None = 1024,
+        max_pending_tls_handshakes: int | None = 256,
         pubsub: str | Backplane | None = None,
         busy_poll: float = 0.0,
     ) -> None:
@@ -101,7 +102,8 @@ class App:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         for name, cap in (("max_connections", max_connections),
-                          ("max_pending_handshakes", max_pending_handshakes)):
+                          ("max_pending_handshakes", max_pending_handshakes),
+                          ("max_pending_tls_handshakes", max_pending_tls_handshakes)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise ConfigurationError(f"{name} must be a positive int or None")
         self.busy_poll = busy_poll
@@ -117,6 +119,10 @@ class App:
         #: once.  1024 bounds a slowloris flood to ~1024 x 64 KiB of head buffers while
         #: leaving room for ~100,000 handshakes/s at a 10 ms round trip.
         self.max_pending_handshakes = max_pending_handshakes
+        #: Of those, connections still in their TLS handshake (they count in both caps).
+        #: asyncio's TLS layer holds ~300 KiB per connection from its accept (uvloop's
+        #: ~52 KiB): 256 bounds a flood of unfinished TLS handshakes to ~77 MiB.
+        self.max_pending_tls_handshakes = max_pending_tls_handshakes
         self._router: Router[WebSocketRoute | HttpRoute] = Router()
         self._connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
         self._topics = TopicRegistry()

@@ -120,6 +120,8 @@ class Listener:
         self._port: int | None = None
         self.accepting = False
         self._live: set[ServerWebSocket[Any]] = set()
+        #: Connections of this listener still in their TLS handshake (also in _handshaking).
+        self.tls_handshaking = 0
         # Connections still in their HTTP stage, each with its deadline (handshake_timeout
         # after it was accepted).  Deadlines grow in insertion order, so one timer for the
         # oldest serves them all: no timer is made and cancelled per connection.
@@ -172,12 +174,11 @@ class Listener:
             lambda: HttpProtocol(self),
             self.host,
             self.requested_port,
-            ssl=self.ssl_context,
+            # TLS is started by HttpProtocol (loop.start_tls), not here: then a connection
+            # still in its TLS handshake counts against max_pending_handshakes and the
+            # handshake deadline like one still sending its request head.
             reuse_port=self.reuse_port or None,
             backlog=self.backlog,
-            # The TLS handshake comes before the request head: the same bound (asyncio's
-            # default is 60 s).  The loops refuse a value without TLS.
-            ssl_handshake_timeout=None if self.ssl_context is None else self.handshake_timeout,
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         try:
@@ -285,6 +286,11 @@ class Listener:
         return len(self._handshaking) + sum(
             len(other._handshaking) for other in self.app._listeners if other is not self)
 
+    def pending_tls_handshakes(self) -> int:
+        """TCP connections of the app still in their TLS handshake."""
+        return self.tls_handshaking + sum(
+            other.tls_handshaking for other in self.app._listeners if other is not self)
+
     def open_connections(self) -> int:
         """WebSocket connections of the app, open or closing (their memory is still held)."""
         return len(self._live) + sum(
@@ -316,7 +322,8 @@ def _clock_now() -> int:
 class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
-    __slots__ = ("listener", "transport", "parser", "busy", "early", "early_size", "task")
+    __slots__ = ("listener", "transport", "parser", "busy", "early", "early_size", "task",
+                 "tls_pending")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -328,6 +335,7 @@ class HttpProtocol(asyncio.Protocol):
         # The async upgrade hook or GET handler in progress: cancelled when the client
         # goes away or the handshake times out, so neither it nor the slot outlives them.
         self.task: asyncio.Future[Any] | None = None
+        self.tls_pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -343,28 +351,75 @@ class HttpProtocol(asyncio.Protocol):
                 "closing new connections: %d handshakes in progress (max_pending_handshakes)", cap)
             self.transport.abort()
             return
+        if listener.ssl_context is not None:
+            tls_cap = listener.app.max_pending_tls_handshakes
+            if tls_cap is not None and listener.pending_tls_handshakes() >= tls_cap:
+                listener._refused_connections.warn(
+                    "closing new connections: %d TLS handshakes in progress "
+                    "(max_pending_tls_handshakes)", tls_cap)
+                self.transport.abort()
+                return
         listener.handshake_started(self)
+        if listener.ssl_context is not None:
+            self.tls_pending = True
+            listener.tls_handshaking += 1
+            self.task = asyncio.ensure_future(self._start_tls(listener.ssl_context))
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        raw = self.transport
+        try:
+            # The listener's deadline bounds it (with the request head after it); this
+            # one only keeps asyncio from waiting its own default (60 s) if that is longer.
+            tls = await self.listener.loop.start_tls(
+                raw, self, context, server_side=True,
+                ssl_handshake_timeout=self.listener.handshake_timeout)
+        except Exception:
+            # A failed or abandoned TLS handshake (reset, timeout, not TLS at all, a
+            # protocol error): dropped without a log line, as a bad request head would be.
+            self._tls_over()
+            self._done()
+            raw.abort()
+            return
+        except asyncio.CancelledError:
+            self._tls_over()            # the deadline or a shutdown aborted it
+            raise
+        self.task = None
+        self.transport = tls  # type: ignore[assignment]
+        self._tls_over()
+        # Bytes decrypted right after the handshake, before this coroutine resumed.
+        early, self.early, self.early_size = self.early, None, 0
+        if early:
+            self.data_received(b"".join(early))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._done()
 
     def _done(self) -> None:
         self.listener._handshaking.pop(self, None)
+        self._tls_over()                # now, not when the cancelled start_tls unwinds
         task = self.task
         if task is not None:
             self.task = None
             task.cancel()               # no-op when it has finished
+
+    def _tls_over(self) -> None:
+        if self.tls_pending:
+            self.tls_pending = False
+            self.listener.tls_handshaking -= 1
 
     def abort(self) -> None:
         self._done()
         self.transport.abort()
 
     def timed_out(self) -> None:
+        if self.tls_pending:
+            self.abort()                # no 408 in clear text on a TLS connection
+            return
         # A slowloris (a byte a second) never finishes its head: answer 408 and hang up.
         self._respond(response_http(408, "handshake timed out\n"))
 
     def data_received(self, data: bytes) -> None:
-        if self.busy:
+        if self.busy or self.tls_pending:
             # Frames sent right behind the request, while an async upgrade hook runs.
             if self.early is None:
                 self.early = []

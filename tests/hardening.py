@@ -89,8 +89,12 @@ class ServerProcess:
     SCRIPT = Path(__file__).with_name("hardening_server.py")
 
     def __init__(self, loop_kind: str, routes: dict[str, tuple[str, dict[str, Any]]],
-                 **app_settings: Any) -> None:
-        self.config = json.dumps({"app": app_settings, "routes": routes})
+                 *, tls: dict[str, str] | None = None, **app_settings: Any) -> None:
+        config: dict[str, Any] = {"app": app_settings, "routes": routes}
+        if tls is not None:
+            config["tls"] = tls                   # a TLS listener too: ``tls_port``
+        self.config = json.dumps(config)
+        self.tls_port = 0
         self.loop_kind = loop_kind
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -104,7 +108,9 @@ class ServerProcess:
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 20)
         if not line:
             raise RuntimeError(f"the server did not start: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
-        self.port = int(line)
+        ports = [int(port) for port in line.split()]
+        self.port = ports[0]
+        self.tls_port = ports[-1]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -125,6 +131,11 @@ class ServerProcess:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         raise KeyError(field)
+
+    def fds(self) -> int:
+        """File descriptors the server holds now."""
+        assert self.proc is not None
+        return len(list(Path(f"/proc/{self.proc.pid}/fd").iterdir()))
 
     def rss(self) -> int:
         """The server's resident memory now, in bytes."""

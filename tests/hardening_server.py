@@ -4,7 +4,8 @@ memory (VmRSS) or must keep an attacker's threads off its interpreter.
     python hardening_server.py LOOP CONFIG_JSON
 
 ``LOOP`` is ``asyncio`` or ``uvloop``; ``CONFIG_JSON`` is ``{"app": {harpia() settings},
-"routes": {path: [kind, {route options}]}}`` with these kinds of route:
+"routes": {path: [kind, {route options}]}}`` and optionally ``"tls": {"key": ..., "cert":
+...}`` for a second listener with TLS (its port printed after the plain one) with these kinds of route:
 
 - ``echo``: sends every message back (``/echo`` is always served, for the bystander);
 - ``sink``: no handlers at all;
@@ -24,6 +25,7 @@ stdout, logs warnings to stderr, and serves until stdin is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -87,11 +89,17 @@ def objects() -> dict[str, int]:
     return counts
 
 
-async def serve(app: harpia.App) -> None:
-    async with app.serve(port=0) as server:
+async def serve(app: harpia.App, tls: dict[str, str] | None = None) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(app.serve(port=0))
+        ports = [server.port]
+        if tls is not None:
+            # A second listener of the same app, with TLS: its port follows on the line.
+            secure = await stack.enter_async_context(app.serve(port=0, tls=tls))
+            ports.append(secure.port)
         app.get("/stats", lambda: {**app.stats(), "pending": server.pending_handshakes(),
                                    "live": server.open_connections(), "objects": objects()})
-        print(server.port, flush=True)
+        print(*ports, flush=True)
         loop = asyncio.get_running_loop()
         stdin_closed = loop.create_future()
 
@@ -110,7 +118,7 @@ def main() -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(make_app(config)))
+        runner.run(serve(make_app(config), config.get("tls")))
 
 
 if __name__ == "__main__":
