@@ -388,3 +388,17 @@ async def test_shutdown_aborts_a_request_that_outlives_close_timeout() -> None:
     await asyncio.wait_for(started.wait(), 10)
     await asyncio.wait_for(server.stop(), 10)
     assert await client.read_until_closed() == b""
+
+
+async def test_slow_body_gets_408() -> None:
+    app = make_app()
+    app.handshake_timeout = 0.5
+    async with app.serve(port=0) as server:
+        client = await HttpClient.open(server.port)
+        client.send_raw(b"POST /echo-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                        b"only ten b")                      # and the other 90 never come
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        data = await client.read_until_closed()
+        assert data.startswith(b"HTTP/1.1 408 "), data[:80]
+        assert loop.time() - started < 8

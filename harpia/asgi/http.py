@@ -108,6 +108,7 @@ class RequestCycle:
             if not self.body_done and not self.body:
                 conn.transport.write(_CONTINUE)
         while not self.body and not self.body_done:
+            conn.watch_body()
             self.waiter = conn.loop.create_future()
             await self.waiter
             if self.disconnected:
@@ -522,15 +523,31 @@ class HttpConnection(asyncio.Protocol):
         # One timer per idle period, re-armed for the rest of it, instead of one made and
         # cancelled per request.
         self.timer = None
-        if self.closing or self.cycle is not None:
+        if self.closing:
             return
-        timeout = self.mount.http.keep_alive_timeout  # type: ignore[union-attr]
+        cycle = self.cycle
+        if cycle is None:
+            timeout = self.mount.http.keep_alive_timeout  # type: ignore[union-attr]
+        elif cycle.waiter is not None and not cycle.body_done:
+            # The app waits for a body that does not come (a slowloris on the body): the
+            # same bound as for a head, counted from the last byte received.
+            timeout = self.head_timeout
+        else:
+            return                      # the app is at work: not for us to time
         left = self.last_active + timeout - self.loop.time()
         if left > 0.001:
             self.timer = self.loop.call_later(left, self._idle_check)
             return
+        if cycle is not None and not cycle.response_started:
+            self._fail(408, "request body timed out\n")
+            return
         self.closing = True
         self.transport.close()
+
+    def watch_body(self) -> None:
+        """The app waits for body bytes: time out if none come for ``handshake_timeout``."""
+        if self.timer is None and not self.closing:
+            self.timer = self.loop.call_later(self.head_timeout, self._idle_check)
 
     def close_if_idle(self) -> bool:
         """Graceful shutdown: close now if no request is in progress."""
