@@ -115,6 +115,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--busy-poll", type=float, metavar="SECONDS",
                         help="keep the event loop polling this long after a read (lower "
                              "latency for more CPU; e.g. 0.0002)")
+    # Where to listen, besides --host/--port, and who to believe about the client's address.
+    parser.add_argument("--uds", metavar="PATH", help="serve on a Unix domain socket")
+    parser.add_argument("--fd", type=int, metavar="N",
+                        help="serve on the listening socket inherited as descriptor N "
+                             "(systemd socket activation, LISTEN_FDS, is picked up by itself)")
+    parser.add_argument("--proxy-protocol", action="store_true",
+                        help="every connection starts with a PROXY protocol v1/v2 header")
+    parser.add_argument("--forwarded-allow-ips", metavar="LIST",
+                        help="comma-separated addresses/networks whose X-Forwarded-For and "
+                             "Forwarded headers are believed ('*' for any)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
@@ -133,12 +143,37 @@ def main(argv: list[str] | None = None) -> None:
             app.busy_poll = args.busy_poll
         except ConfigurationError as exc:
             parser.error(f"--busy-poll: {exc}")
+    where = listen_where(parser, args)
     try:
-        app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers)
+        app.listen(host=args.host, port=args.port, tls=tls, workers=args.workers, **where)
     except HarpiaError as exc:
         _fail(str(exc))
     except OSError as exc:  # the port is taken, the address is not ours, a TLS file is missing
         _fail(f"cannot serve on {args.host}:{args.port}: {exc}")
+
+
+def listen_where(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The socket and proxy options of ``listen`` from --uds, --fd, LISTEN_FDS and friends."""
+    from .sockets import inherited_socket, systemd_sockets
+
+    where: dict[str, Any] = {"proxy_protocol": args.proxy_protocol}
+    if args.forwarded_allow_ips:
+        where["forwarded_allow_ips"] = [p.strip() for p in args.forwarded_allow_ips.split(",")]
+    try:
+        activated = systemd_sockets()
+        if args.fd is not None:
+            where["sock"] = inherited_socket(args.fd)
+        elif activated:
+            if len(activated) > 1:
+                parser.error(f"systemd passed {len(activated)} sockets; harpia serves one")
+            where["sock"] = activated[0]
+    except ConfigurationError as exc:
+        parser.error(str(exc))
+    if args.uds:
+        if "sock" in where:
+            parser.error("--uds and an inherited socket (--fd, LISTEN_FDS) exclude each other")
+        where["unix"] = args.uds
+    return where
 
 
 if __name__ == "__main__":
