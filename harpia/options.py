@@ -54,6 +54,11 @@ class RouteOptions:
     #: in ``app.stats()["subscriptions_refused"]``).  1024: more rooms than a person
     #: follows, and a client naming topics cannot grow the registry without bound.
     max_subscriptions: int = 1024
+    #: Frames a second a client may send on average (messages, pings and pongs all count);
+    #: over it the connection is closed with 1008.  None: no limit (see harpia/limits.py).
+    max_messages_per_second: float | None = None
+    #: Frames a client may send at once before the rate applies; None: one second's worth.
+    max_messages_burst: int | None = None
     #: ``per_message_deflate`` as validated settings; None when off (derived, not an option).
     deflate: DeflateOptions | None = dataclasses.field(init=False, default=None, compare=False)
 
@@ -71,6 +76,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "publish_to_self": (bool,),
     "max_inbound_backlog": (int,),
     "max_subscriptions": (int,),
+    "max_messages_per_second": (int, float),
+    "max_messages_burst": (int,),
 }
 
 
@@ -83,6 +90,8 @@ def route_options(options: Mapping[str, Any]) -> RouteOptions:
                 f"unknown route option {key!r} (known: {', '.join(sorted(known))})"
             )
         types = _TYPES.get(key)
+        if value is None and key in ("max_messages_per_second", "max_messages_burst"):
+            continue
         if types is not None:
             # bool is an int: refuse True where a number is meant, and 1 where a flag is.
             is_bool = isinstance(value, bool)
@@ -93,6 +102,8 @@ def route_options(options: Mapping[str, Any]) -> RouteOptions:
                 )
             if not is_bool and isinstance(value, (int, float)) and value < 0:
                 raise ConfigurationError(f"route option {key!r} must not be negative")
+            if key in ("max_messages_per_second", "max_messages_burst") and value == 0:
+                raise ConfigurationError(f"route option {key!r} must be positive (or None)")
     values = dict(options)
     if values.get("subprotocols") is not None:
         values["subprotocols"] = _strings("subprotocols", values["subprotocols"])
