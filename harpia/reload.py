@@ -1,0 +1,123 @@
+"""A worker's life under the supervisor: serve until told to stop, or to make way.
+
+SIGINT/SIGTERM stop the worker as a single process stops (every client gets 1001).
+SIGHUP is the supervisor's graceful reload: a new worker already listens beside this one
+(``SO_REUSEPORT``, or the same inherited socket), so this one
+
+1. takes the connections already waiting in its accept queue (closing a ``SO_REUSEPORT``
+   listener would reset them) and stops listening;
+2. lets the handshakes in progress finish (at most ``handshake_timeout``);
+3. closes every client with 1012 (service restart) within ``close_timeout``.
+
+No connection is refused: every one that reached this worker is answered.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import App
+    from .server import Listener
+
+__all__ = ["serve_worker", "retire", "SERVICE_RESTART"]
+
+logger = logging.getLogger("harpia")
+
+#: RFC 6455 section 7.4.1 via IANA: the server is restarting; a client may reconnect.
+SERVICE_RESTART = 1012
+
+
+async def serve_worker(app: App, host: str, port: int,
+                       tls: Mapping[str, Any] | ssl.SSLContext | None, **where: Any) -> None:
+    """Serve until SIGINT/SIGTERM (close with 1001) or SIGHUP (retire with 1012)."""
+    from .server import Listener
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reason: list[int] = []
+
+    def on_signal(code: int) -> None:
+        reason.append(code)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_signal, 1001)
+    loop.add_signal_handler(signal.SIGTERM, on_signal, 1001)
+    loop.add_signal_handler(signal.SIGHUP, on_signal, SERVICE_RESTART)
+    reuse_port = where.get("sock") is None and where.get("unix") is None
+    listener = await Listener(app, host=host, port=port, tls=tls, reuse_port=reuse_port,
+                              **where).start()
+    publisher = loop.create_task(_publish_metrics(app))
+    try:
+        await stop.wait()
+    finally:
+        publisher.cancel()
+        if reason and reason[0] == SERVICE_RESTART:
+            logger.info("worker %d reloading: closing %d connection(s) with 1012",
+                        os.getpid(), len(listener._live))
+            await retire(listener)
+        else:
+            await listener.stop()
+
+
+async def _publish_metrics(app: App) -> None:
+    """Write this worker's counters where the other workers' scrapes read them."""
+    from .worker_metrics import PUBLISH_EVERY
+
+    metrics = app._worker_metrics
+    if metrics is None:
+        return
+    while True:
+        try:
+            metrics.publish(app.stats(), app._latency_snapshot())
+        except OSError as exc:   # the directory went away: the supervisor is stopping
+            logger.debug("cannot publish worker metrics: %s", exc)
+        await asyncio.sleep(PUBLISH_EVERY)
+
+
+async def retire(listener: Listener) -> None:
+    """Stop listening without losing a queued connection, then close clients with 1012."""
+    from .server import HttpProtocol
+
+    loop = listener.loop
+    server = listener._server
+    if server is not None:
+        queued = _take_queue(server.sockets) if listener.reuse_port else []
+        server.close()
+        for sock in queued:
+            try:
+                await loop.connect_accepted_socket(
+                    lambda: HttpProtocol(listener), sock, ssl=listener.ssl_context,
+                    ssl_handshake_timeout=(None if listener.ssl_context is None
+                                           else listener.handshake_timeout))
+            except OSError:
+                sock.close()
+    deadline = loop.time() + listener.handshake_timeout
+    while listener._handshaking and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    await listener.stop(code=SERVICE_RESTART)
+
+
+def _take_queue(sockets: Any) -> list[socket.socket]:
+    """Accept what is waiting in the listening sockets' queues, without blocking."""
+    taken: list[socket.socket] = []
+    for listening in sockets:
+        own = socket.socket(fileno=os.dup(listening.fileno()))
+        own.setblocking(False)
+        try:
+            while True:
+                try:
+                    conn, _ = own.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                conn.setblocking(False)
+                taken.append(conn)
+        finally:
+            own.close()
+    return taken
