@@ -83,6 +83,8 @@ cdef class FrameEngine:
     cdef object on_message
     cdef int message_arity
     cdef bint message_async
+    # called with a sampled handler duration in nanoseconds (latency histograms), or None
+    cdef public object handler_timer
     cdef list events
 
     cdef int _event(self, tuple event) except -1

@@ -79,6 +79,9 @@ class FrameEngine:
     @property
     def dropped(self) -> int:
         """How many frames were not queued because of closing or backpressure."""
+    #: Called with a sampled message handler duration in nanoseconds (latency
+    #: histograms); None: not timed.
+    handler_timer: Callable[[int], object] | None
     @property
     def messages_in(self) -> int:
         """Messages delivered from the peer."""

@@ -112,6 +112,10 @@ DEF YIELD_AFTER_FRAMES = 1024
 
 
 cdef uint32_t _clock = 0
+# Counts message handler calls of engines with a handler_timer (see _deliver).
+cdef uint64_t _handler_tick = 0
+# One message handler call in this many is timed when an engine has a handler_timer.
+DEF HANDLER_SAMPLE = 64
 
 def set_clock(uint32_t seconds):
     """Set the coarse clock that ``last_seen`` is stamped with (the idle sweeper calls it)."""
@@ -822,13 +826,21 @@ cdef class FrameEngine:
         return 0
 
     cdef int _deliver(self, object message) except -1:
+        global _handler_tick
         cdef object result
+        cdef int64_t started = 0
         if self.ready_state != _OPEN:
             return 0             # we are closing: the peer's late messages are not delivered
         self.messages_in += 1
         if self.on_message is None:
             self._event(("message", message))
             return 0
+        if self.handler_timer is not None:
+            # One call in HANDLER_SAMPLE across the process is timed: two clock reads and a
+            # Python call on every message would cost more than the handler of an echo.
+            _handler_tick += 1
+            if (_handler_tick & (HANDLER_SAMPLE - 1)) == 0:
+                started = _monotonic_ns()
         try:
             if self.message_arity == 2:
                 result = self.on_message(self, message)
@@ -840,6 +852,8 @@ cdef class FrameEngine:
                 self.delivery_paused = True
         except Exception as exc:
             self.handler_failed(exc)
+        if started:
+            self.handler_timer(_monotonic_ns() - started)
         return 0
 
     cdef int _msg_reserve(self, Py_ssize_t extra) except -1:
