@@ -18,6 +18,7 @@ except ImportError as exc:  # pragma: no cover - exercised by hand
     ) from exc
 
 from ._frames import CLOSED, CLOSING, CONNECTING, OPEN
+from .accept import Accept
 from .app import App, harpia
 from .backplane import Backplane, RedisBackplane, RedisClusterBackplane, RedisSentinelBackplane
 from .client import ClientWebSocket, connect
@@ -34,6 +35,7 @@ from .errors import (
     LifespanError,
     PayloadTooBig,
     ProtocolError,
+    ProxyProtocolError,
     Reject,
 )
 from .http_head import Headers
@@ -61,6 +63,8 @@ __all__ = [
     "RouteOptions",
     "DeflateOptions",
     "Reject",
+    "Accept",
+    "ProxyProtocolError",
     "HarpiaError",
     "ProtocolError",
     "PayloadTooBig",

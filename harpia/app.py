@@ -5,9 +5,10 @@ import asyncio
 import inspect
 import logging
 import signal
+import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .asgi.mount import AsgiApp, AsgiMounts
@@ -15,13 +16,16 @@ from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError
 from .handlers import HandlerObject, RouteHandlers, WebSocketHandlers, bind_handlers
+from .histograms import Latencies, prometheus_latencies
 from .http_response import Response
+from .limits import ConnectionsPerAddress
 from .options import RouteOptions, route_options
-from .routing import Router
 from .request import Request
+from .routing import Router
 from .server import Listener
 from .stats import AppStats, prometheus_text
 from .topics import ConnectionSet, TopicRegistry
+from .worker_metrics import WorkerMetrics
 
 __all__ = ["App", "WebSocketRoute", "HttpRoute", "WebSocketNamespace", "harpia"]
 
@@ -97,13 +101,16 @@ class App:
         max_pending_tls_handshakes: int | None = 256,
         pubsub: str | Backplane | None = None,
         busy_poll: float = 0.0,
+        max_connections_per_ip: int | None = None,
+        latency_histograms: bool = True,
     ) -> None:
         for name, value in (("handshake_timeout", handshake_timeout), ("close_timeout", close_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         for name, cap in (("max_connections", max_connections),
                           ("max_pending_handshakes", max_pending_handshakes),
-                          ("max_pending_tls_handshakes", max_pending_tls_handshakes)):
+                          ("max_pending_tls_handshakes", max_pending_tls_handshakes),
+                          ("max_connections_per_ip", max_connections_per_ip)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise ConfigurationError(f"{name} must be a positive int or None")
         self.busy_poll = busy_poll
@@ -123,12 +130,23 @@ class App:
         #: asyncio's TLS layer holds ~300 KiB per connection from its accept (uvloop's
         #: ~52 KiB): 256 bounds a flood of unfinished TLS handshakes to ~77 MiB.
         self.max_pending_tls_handshakes = max_pending_tls_handshakes
+        #: WebSocket connections one client address may hold open in this process; over it
+        #: an upgrade is answered 429 with Retry-After.  None: no cap.  See harpia/limits.py.
+        self.max_connections_per_ip = max_connections_per_ip
+        self._per_address = (None if max_connections_per_ip is None
+                             else ConnectionsPerAddress(max_connections_per_ip))
+        if not isinstance(latency_histograms, bool):
+            raise ConfigurationError("latency_histograms must be True or False")
+        #: Upgrade, message handler and publish latency histograms (harpia/histograms.py).
+        self._latency = Latencies() if latency_histograms else None
         self._router: Router[WebSocketRoute | HttpRoute] = Router()
         self._connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
         self._topics = TopicRegistry()
         self._stats = AppStats()
         self._listeners: list[Listener] = []
         self._warned_publish_unserved = False
+        #: Set in each worker of ``listen(workers=N)``: scrapes answer for all the workers.
+        self._worker_metrics: WorkerMetrics | None = None
         self.websocket = WebSocketNamespace(self)
         #: The cross-process broker (``pubsub="redis://..."`` or a ``Backplane``), or None.
         self._backplane: Backplane | None = make_backplane(pubsub)
@@ -221,8 +239,16 @@ class App:
 
     def metrics_text(self, *, topics: int = 0) -> str:
         """``stats()`` in the Prometheus text format; per-topic series only for
-        ``topics`` > 0, for at most that many topics."""
-        return prometheus_text(self.stats(topics=topics))
+        ``topics`` > 0, for at most that many topics.  With ``workers=N``, the totals of
+        all the workers plus per-worker series (see harpia/worker_metrics.py)."""
+        latency = self._latency_snapshot()
+        if self._worker_metrics is not None:
+            return self._worker_metrics.prometheus_text(self.stats(topics=topics), latency)
+        return prometheus_text(self.stats(topics=topics)) + (
+            prometheus_latencies(latency) if latency else "")
+
+    def _latency_snapshot(self) -> dict[str, Any] | None:
+        return None if self._latency is None else self._latency.snapshot()
 
     def expose_metrics(self, path: str = "/metrics", *, topics: int = 0) -> None:
         """Serve ``metrics_text(topics=topics)`` on ``path`` for a Prometheus scraper."""
@@ -253,6 +279,8 @@ class App:
     def _publish(self, topic: str, message: str | bytes | bytearray | memoryview,
                  exclude: ServerWebSocket[Any] | None, compress: bool | None = None) -> int:
         taken = self._topics.publish(topic, message, exclude, compress)
+        if taken and self._latency is not None:
+            self._latency.published()
         backplane = self._backplane
         if backplane is not None:
             # Local subscribers have it already; the backplane must not bring it back here.
@@ -324,9 +352,18 @@ class App:
         port: int = 0,
         tls: Mapping[str, Any] | ssl.SSLContext | None = None,
         reuse_port: bool = False,
+        unix: str | None = None,
+        sock: socket.socket | None = None,
+        proxy_protocol: bool = False,
+        forwarded_allow_ips: Iterable[str] | None = None,
     ) -> Listener:
-        """A listener for a running loop: ``async with app.serve(port=0) as server``."""
-        return Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port)
+        """A listener for a running loop: ``async with app.serve(port=0) as server``.
+
+        ``unix=PATH`` serves on a Unix domain socket, ``sock=`` on a listening socket made
+        elsewhere; ``proxy_protocol`` and ``forwarded_allow_ips``: see docs/operations.md."""
+        return Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port, unix=unix,
+                        sock=sock, proxy_protocol=proxy_protocol,
+                        forwarded_allow_ips=forwarded_allow_ips)
 
     def listen(
         self,
@@ -337,34 +374,44 @@ class App:
         port: int = 3000,
         tls: Mapping[str, Any] | ssl.SSLContext | None = None,
         workers: int = 1,
+        unix: str | None = None,
+        sock: socket.socket | None = None,
+        proxy_protocol: bool = False,
+        forwarded_allow_ips: Iterable[str] | None = None,
     ) -> None:
         """Serve until SIGINT/SIGTERM, then shut down gracefully (1001 to every client).
 
         ``app.listen({"port": 3000, "tls": {...}})`` is accepted too, as in Bun.
         """
         if options is not None:
-            unknown = set(options) - {"host", "port", "tls", "workers", "hostname"}
+            unknown = set(options) - {"host", "port", "tls", "workers", "hostname", "unix"}
             if unknown:
                 raise ConfigurationError(f"unknown listen option(s): {', '.join(sorted(unknown))}")
             host = options.get("host", options.get("hostname", host))
             port = options.get("port", port)
             tls = options.get("tls", tls)
             workers = options.get("workers", workers)
+            unix = options.get("unix", unix)
+        where: dict[str, Any] = {"proxy_protocol": proxy_protocol,
+                                 "forwarded_allow_ips": forwarded_allow_ips}
         if workers != 1:
             from .workers import run_workers
-            run_workers(self, host=host, port=port, tls=tls, workers=workers)
+            run_workers(self, host=host, port=port, tls=tls, workers=workers, unix=unix,
+                        sock=sock, listener_options=where)
             return
-        run(self._serve_until_signal(host, port, tls, reuse_port=False))
+        run(self._serve_until_signal(host, port, tls, reuse_port=False, unix=unix, sock=sock,
+                                     **where))
 
     async def _serve_until_signal(self, host: str, port: int,
                                   tls: Mapping[str, Any] | ssl.SSLContext | None,
-                                  reuse_port: bool) -> None:
+                                  reuse_port: bool, **where: Any) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-        listener = await Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port).start()
+        listener = await Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port,
+                                  **where).start()
         if logger.hasHandlers():
             logger.info("harpia listening on %s", listener.url)
         else:  # nobody configured logging: still say where we are, once

@@ -9,7 +9,9 @@ user-facing API around the engine.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._frames import OPEN, FrameEngine
 from .http_head import Headers, RequestHead
+from .limits import MessageRate, limit_message_rate, over_rate
 from .request import query_first_values, request_url
 
 if TYPE_CHECKING:
@@ -30,6 +33,10 @@ logger = logging.getLogger("harpia")
 T = TypeVar("T")
 
 _EAGER = sys.version_info >= (3, 12)
+
+#: Numbers connections for ``ws.id``; with the process id in front they are unique across
+#: the workers of one server too.
+_serials = itertools.count(1)
 
 
 def _ignore() -> None:
@@ -72,6 +79,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         "app", "route", "listener", "transport", "head", "params", "_remote_address",
         "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
         "_close_timer", "_close_notified", "_ping_outstanding", "_opened_at",
+        "_serial", "_rate",
     )
 
     def __init__(
@@ -121,6 +129,12 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             # Unbound, the engine keeps every message for events_received(), which nobody
             # calls here: a client could grow that list without bound.  Drop them instead.
             self.bind_message_handler(_ignore, 0, False)
+        self._serial = next(_serials)
+        if app._latency is not None and message is not None:
+            self.handler_timer = app._latency.handler.observe_ns
+        self._rate: MessageRate | None = None
+        if options.max_messages_per_second is not None:
+            self._rate = limit_message_rate(self, message, options)
 
     # ------------------------------------------------------------------ user API
 
@@ -134,6 +148,11 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     @data.setter
     def data(self, value: T) -> None:
         self._data = value
+
+    @property
+    def id(self) -> str:
+        """A short id of this connection (``"<pid hex>-<n hex>"``), the one in log lines."""
+        return f"{os.getpid():x}-{self._serial:x}"
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -231,17 +250,23 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
 
     def __repr__(self) -> str:
         state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.ready_state]
-        return f"<ServerWebSocket {self.head.path} {state} {self.remote_address}>"
+        return f"<ServerWebSocket {self.id} {self.head.path} {state} {self.remote_address}>"
 
     # ------------------------------------------------------------------ engine hooks
 
     def ping_received(self, payload: bytes) -> None:
+        if self._rate is not None and not self._rate.take():
+            over_rate(self)
+            return
         handler = self.route.handlers.ping
         if handler is not None:
             self._call(handler, self, payload)
 
     def pong_received(self, payload: bytes) -> None:
         self._ping_outstanding = False
+        if self._rate is not None and not self._rate.take():
+            over_rate(self)
+            return
         handler = self.route.handlers.pong
         if handler is not None:
             self._call(handler, self, payload)
@@ -294,8 +319,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
                 self._unhandled(exc)
 
     def _unhandled(self, exc: BaseException) -> None:
-        logger.error("unhandled error in a handler of %s; closing with 1011",
-                     self.route.pattern, exc_info=exc)
+        logger.error("unhandled error in a handler of %s (connection %s); closing with 1011",
+                     self.route.pattern, self.id, exc_info=exc,
+                     extra={"connection_id": self.id})
         if self.ready_state == OPEN:
             self.close(1011, "internal error")
 
@@ -357,6 +383,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self.listener.connections.add(self)
         self.app._stats.opened += 1
         self._opened_at = time.monotonic()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("open %s %s from %s", self.id, self.head.path, self.remote_address,
+                         extra={"connection_id": self.id})
         handler = self.route.handlers.open
         if handler is None:
             return
@@ -383,9 +412,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             code, reason = 1006, ""
         self.app._stats.connection_closed(self, code)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("closed %#x %s from %s: code %d%s after %.3f s", id(self), self.head.path,
+            logger.debug("close %s %s from %s: code %d%s after %.3f s", self.id, self.head.path,
                          self.remote_address, code, f" ({reason})" if reason else "",
-                         time.monotonic() - self._opened_at)
+                         time.monotonic() - self._opened_at, extra={"connection_id": self.id})
         handler = self.route.handlers.close
         if handler is not None:
             self._call(handler, self, code, reason)

@@ -5,7 +5,8 @@
     │   ├── PayloadTooBig        1009: a frame or message over max_payload_length
     │   └── InvalidUTF8          1007: text that is not UTF-8
     ├── HandshakeError           the opening handshake failed; carries the HTTP status
-    │   └── Reject               raised by an ``upgrade`` hook to answer with a status
+    │   ├── Reject               raised by an ``upgrade`` hook to answer with a status
+    │   └── ProxyProtocolError   a missing or malformed PROXY protocol header
     ├── ConnectionClosed         an operation on a connection that is closed
     │   └── ClientDisconnected   an ASGI send after the client left (also an OSError)
     ├── ConfigurationError       a route option or handler that cannot work (also a TypeError)
@@ -100,3 +101,11 @@ class ClientDisconnected(ConnectionClosed, OSError):
 
 class LifespanError(HarpiaError):
     """An ASGI app's lifespan startup failed: the server does not start."""
+
+
+class ProxyProtocolError(HandshakeError):
+    """A connection to a ``proxy_protocol=True`` listener did not start with a valid PROXY
+    header; it is dropped without an answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from .errors import ConfigurationError
-from .handshake import Headers
+from .http_head import Headers
 
 __all__ = ["TrustedProxies"]
 

@@ -92,10 +92,8 @@ async def retire(listener: Listener) -> None:
         server.close()
         for sock in queued:
             try:
-                await loop.connect_accepted_socket(
-                    lambda: HttpProtocol(listener), sock, ssl=listener.ssl_context,
-                    ssl_handshake_timeout=(None if listener.ssl_context is None
-                                           else listener.handshake_timeout))
+                # TLS, if any, is started by HttpProtocol itself, as for any accept.
+                await loop.connect_accepted_socket(lambda: HttpProtocol(listener), sock)
             except OSError:
                 sock.close()
     deadline = loop.time() + listener.handshake_timeout

@@ -11,15 +11,19 @@ import asyncio
 import inspect
 import json
 import logging
+import os
+import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _frames
+from .accept import Accept
 from .connection import UNRESOLVED, ServerWebSocket, peer_address
 from .deflate import negotiate
-from .errors import ConfigurationError, HandshakeError
+from .errors import ConfigurationError, HandshakeError, ProxyProtocolError
+from .forwarded import TrustedProxies
 from .handshake import (
     check_origin,
     check_websocket_request,
@@ -30,7 +34,9 @@ from .handshake import (
 from .http_head import RequestHead
 from .http_parser import HttpRequestParser
 from .http_response import Response, error_response, response_101, response_http
+from .proxy_protocol import ProxyHeaderParser
 from .request import Request
+from .sockets import bind_unix, unlink_unix
 from .topics import ConnectionSet
 
 if TYPE_CHECKING:
@@ -103,14 +109,35 @@ class Listener:
         tls: Mapping[str, Any] | ssl.SSLContext | None = None,
         reuse_port: bool = False,
         backlog: int = 1024,
+        unix: str | None = None,
+        sock: socket.socket | None = None,
+        proxy_protocol: bool = False,
+        forwarded_allow_ips: Iterable[str] | None = None,
     ) -> None:
+        if unix is not None and sock is not None:
+            raise ConfigurationError("give unix= or sock=, not both")
+        if not isinstance(proxy_protocol, bool):
+            raise ConfigurationError("proxy_protocol must be True or False")
         self.app = app
         self.host = host
         self.requested_port = port
         self.ssl_context = make_ssl_context(tls)
+        if proxy_protocol and self.ssl_context is not None:
+            # The header comes before the TLS handshake, and the TLS layer starts as soon as
+            # the connection is made: end TLS at the proxy, or in front of harpia.
+            raise ConfigurationError("proxy_protocol=True cannot be combined with tls= yet")
         self.secure = self.ssl_context is not None
         self.reuse_port = reuse_port
         self.backlog = backlog
+        #: A Unix socket path to bind, or a listening socket made elsewhere (systemd, a fd).
+        self.unix = unix
+        self.sock = sock
+        self._unix_inode: int | None = None
+        #: Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+        self.proxy_protocol = proxy_protocol
+        #: Peers whose X-Forwarded-For / Forwarded headers are believed; None: nobody's.
+        self.trusted_proxies = (None if forwarded_allow_ips is None
+                                else TrustedProxies(forwarded_allow_ips))
         self.connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
         self.close_timeout = app.close_timeout
         self.handshake_timeout = app.handshake_timeout
@@ -170,17 +197,27 @@ class Listener:
         self._prepare()
         if self.app._asgi is not None:
             await self.app._asgi.listener_started(self)    # ASGI lifespan startup
-        self._server = await self.loop.create_server(
-            lambda: HttpProtocol(self),
-            self.host,
-            self.requested_port,
-            # TLS is started by HttpProtocol (loop.start_tls), not here: then a connection
-            # still in its TLS handshake counts against max_pending_handshakes and the
-            # handshake deadline like one still sending its request head.
-            reuse_port=self.reuse_port or None,
-            backlog=self.backlog,
-        )
-        self._port = int(self._server.sockets[0].getsockname()[1])
+        sock = self.sock
+        if self.unix is not None:
+            sock = bind_unix(self.unix, self.backlog)
+            self._unix_inode = os.stat(self.unix).st_ino
+        # TLS is started by HttpProtocol (loop.start_tls), not here: then a connection
+        # still in its TLS handshake counts against max_pending_handshakes and the
+        # handshake deadline like one still sending its request head.
+        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+            self._server = await self.loop.create_unix_server(lambda: HttpProtocol(self), sock=sock)
+        elif sock is not None:
+            self._server = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock)
+        else:
+            self._server = await self.loop.create_server(
+                lambda: HttpProtocol(self),
+                self.host,
+                self.requested_port,
+                reuse_port=self.reuse_port or None,
+                backlog=self.backlog,
+            )
+        bound = self._server.sockets[0].getsockname()
+        self._port = int(bound[1]) if isinstance(bound, tuple) else 0
         try:
             await self.app._backplane_start(self)
         except BaseException:
@@ -202,6 +239,8 @@ class Listener:
     def url(self) -> str:
         """Where clients connect: ``ws://host:port`` (``wss://`` with TLS)."""
         scheme = "wss" if self.secure else "ws"
+        if self.unix is not None:
+            return f"{scheme}+unix://{self.unix}"
         host = self.host if ":" not in self.host else f"[{self.host}]"
         return f"{scheme}://{host}:{self.port}"
 
@@ -213,6 +252,9 @@ class Listener:
         wait = self.close_timeout if timeout is None else timeout
         if self._server is not None:
             self._server.close()
+        if self._unix_inode is not None and self.unix is not None:
+            unlink_unix(self.unix, self._unix_inode)
+            self._unix_inode = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -253,6 +295,9 @@ class Listener:
 
     def connection_opened(self, ws: ServerWebSocket[Any]) -> None:
         self._live.add(ws)
+        per_address = self.app._per_address
+        if per_address is not None and ws.remote_address is not None:
+            per_address.add(ws.remote_address[0])
 
     def handshake_started(self, protocol: HttpProtocol) -> None:
         deadline = self.loop.time() + self.handshake_timeout
@@ -272,12 +317,15 @@ class Listener:
 
     def connection_ended(self, ws: ServerWebSocket[Any]) -> None:
         self._live.discard(ws)
+        per_address = self.app._per_address
+        if per_address is not None and ws.remote_address is not None:
+            per_address.remove(ws.remote_address[0])
         if not self._live and self._all_gone is not None:
             self._all_gone.set()
 
     def note_protocol_error(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
-        self._protocol_errors.warn("closing %s from %s with %d: %s",
-                                   ws.path, ws.remote_address, code, reason)
+        self._protocol_errors.warn("closing %s %s from %s with %d: %s",
+                                   ws.id, ws.path, ws.remote_address, code, reason)
 
     # The caps are the app's, over all its listeners; this one is counted even while it
     # starts (before it is in app._listeners).
@@ -323,7 +371,7 @@ class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
     __slots__ = ("listener", "transport", "parser", "busy", "early", "early_size", "task",
-                 "tls_pending")
+                 "tls_pending", "proxy", "client")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -336,6 +384,10 @@ class HttpProtocol(asyncio.Protocol):
         # goes away or the handshake times out, so neither it nor the slot outlives them.
         self.task: asyncio.Future[Any] | None = None
         self.tls_pending = False
+        #: Reads the PROXY header first, on a ``proxy_protocol`` listener.
+        self.proxy: ProxyHeaderParser | None = None
+        #: The client's address once a PROXY header or a trusted proxy's headers said it.
+        self.client: tuple[str, int] | None | object = UNRESOLVED
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -360,6 +412,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.abort()
                 return
         listener.handshake_started(self)
+        if listener.proxy_protocol:
+            self.proxy = ProxyHeaderParser()
         if listener.ssl_context is not None:
             self.tls_pending = True
             listener.tls_handshaking += 1
@@ -419,6 +473,10 @@ class HttpProtocol(asyncio.Protocol):
         self._respond(response_http(408, "handshake timed out\n"))
 
     def data_received(self, data: bytes) -> None:
+        if self.proxy is not None:
+            data = self._proxy_header(data)
+            if not data:
+                return
         if self.busy or self.tls_pending:
             # Frames sent right behind the request, while an async upgrade hook runs.
             if self.early is None:
@@ -444,6 +502,24 @@ class HttpProtocol(asyncio.Protocol):
         except Exception:
             logger.exception("error while answering %s %s", head.method, head.path)
             self._respond(response_http(500, "internal server error\n"))
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Read the PROXY header; returns the bytes after it (b"" while it is incomplete)."""
+        assert self.proxy is not None
+        try:
+            header = self.proxy.feed(data)
+        except ProxyProtocolError as exc:
+            self.listener._refused_connections.warn("dropping a connection: %s", exc.message)
+            self.listener.app._stats.handshake_failures[400] += 1
+            self.abort()
+            return b""
+        if header is None:
+            return b""
+        trailing = self.proxy.trailing
+        self.proxy = None
+        if header.source is not None:
+            self.client = header.source
+        return trailing
 
     def eof_received(self) -> bool:
         return False
@@ -471,6 +547,9 @@ class HttpProtocol(asyncio.Protocol):
             self._respond(response_http(404, "not found\n", head_only=head.method == "HEAD"))
             return
         route, params = found
+        trusted = self.listener.trusted_proxies
+        if trusted is not None:
+            self.client = trusted.client_address(self._peer(), head.headers)
         if route.kind == "http":
             self._http(route, head, params)  # type: ignore[arg-type]
             return
@@ -522,9 +601,21 @@ class HttpProtocol(asyncio.Protocol):
             listener._refused_upgrades.warn(
                 "answering upgrades with 503: %d WebSocket connections (max_connections)", cap)
             raise HandshakeError(503, "server at capacity, try again later", {"Retry-After": "5"})
+        per_address = listener.app._per_address
+        if per_address is not None:
+            peer = self.client = self._peer()
+            if peer is not None and per_address.full(peer[0]):
+                listener._refused_upgrades.warn(
+                    "answering upgrades from %s with 429: %d connections (max_connections_per_ip)",
+                    peer[0], per_address.limit)
+                raise HandshakeError(429, "too many connections from your address",
+                                     {"Retry-After": "5"})
 
     def _peer(self) -> tuple[str, int] | None:
-        return peer_address(self.transport)
+        client = self.client
+        if client is UNRESOLVED:
+            return peer_address(self.transport)
+        return client  # type: ignore[return-value]
 
     def _accept(self, route: WebSocketRoute, head: RequestHead, params: dict[str, str],
                 key: str, subprotocol: str | None, data: Any) -> None:
@@ -534,10 +625,13 @@ class HttpProtocol(asyncio.Protocol):
             return
         deflate = route.options.deflate
         agreement = None if deflate is None else negotiate(parse_extension_offers(head), deflate)
+        extra_headers: tuple[tuple[str, str], ...] = ()
+        if isinstance(data, Accept):
+            data, extra_headers = data.data, data.headers
         if data is None and route.options.data is not None:
             data = route.options.data()
         ws: ServerWebSocket[Any] = ServerWebSocket(
-            listener.app, route, listener, transport, head, params, UNRESOLVED,
+            listener.app, route, listener, transport, head, params, self.client,
             subprotocol, listener.secure)
         if data is not None:
             ws._data = data
@@ -545,8 +639,10 @@ class HttpProtocol(asyncio.Protocol):
         if agreement is not None and deflate is not None:
             extensions = ws.extensions = agreement.response
             ws.enable_deflate(**agreement.engine_settings(deflate))
+        accepted_at = listener._handshaking.get(self)    # its deadline: accepted + timeout
         self._done()
-        transport.write(response_101(key, subprotocol=subprotocol, extensions=extensions))
+        transport.write(response_101(key, subprotocol=subprotocol, extensions=extensions,
+                                     extra_headers=extra_headers))
         transport.set_protocol(ws)
         # The engine learns what the transport holds only from pause_writing and
         # resume_writing.  Pausing as soon as the kernel leaves bytes behind makes that
@@ -555,6 +651,9 @@ class HttpProtocol(asyncio.Protocol):
         # without the -1 that arms drain (then every send is 0 and drain never comes).
         # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
         transport.set_write_buffer_limits(high=1, low=0)
+        latency = listener.app._latency
+        if latency is not None and accepted_at is not None:
+            latency.upgrade.observe(listener.loop.time() - accepted_at + listener.handshake_timeout)
         # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
         # transport queues what writelines() gets without calling pause_writing, so the
         # backpressure limit would never be seen; two write()s cost no copy either.

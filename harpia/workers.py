@@ -19,6 +19,8 @@ accept queues.  The parent does not serve; it
 * restarts a worker that dies, with a warning in the log (``logging.getLogger("harpia")``);
   one that dies within ``FAST_FAILURE`` seconds of starting waits before its restart
   (0.5 s, doubling while it keeps dying that fast, up to 30 s);
+* on SIGHUP replaces the workers one by one: a new worker starts and listens, then the
+  old one stops accepting and closes its clients with 1012 (harpia/reload.py);
 * on SIGINT or SIGTERM sends SIGTERM to every worker (each closes its connections with 1001,
   as a single process does), waits ``close_timeout + 5`` seconds, kills what is left, and
   returns.  (On Linux a worker also stops gracefully if the parent itself is killed.)
@@ -43,6 +45,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
+from .worker_metrics import make_directory, remove_directory, retire_file
 
 if TYPE_CHECKING:
     from .app import App
@@ -65,8 +68,15 @@ def run_workers(
     port: int,
     tls: Mapping[str, Any] | ssl.SSLContext | None,
     workers: int,
+    unix: str | None = None,
+    sock: socket.socket | None = None,
+    listener_options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Serve ``app`` with ``workers`` processes on ``host:port`` until SIGINT/SIGTERM."""
+    """Serve ``app`` with ``workers`` processes on ``host:port`` until SIGINT/SIGTERM.
+
+    With ``unix=`` or ``sock=`` (systemd, ``--fd``) the workers share that one listening
+    socket instead of binding their own.  SIGHUP replaces the workers one by one (see
+    harpia/reload.py)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigurationError(f"workers must be a positive integer, got {workers!r}")
     if sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods():
@@ -80,10 +90,25 @@ def run_workers(
     if app._backplane is None:
         logger.info("%d workers without pubsub: app.publish reaches only the connections of "
                     "the worker that publishes", workers)
+    options = dict(listener_options or {})
+    if unix is not None or sock is not None:
+        from .sockets import bind_unix, unlink_unix
+
+        shared = sock if sock is not None else bind_unix(unix or "", 1024)
+        inode = os.stat(unix).st_ino if unix is not None else None
+        try:
+            supervisor = _Supervisor(app, host, 0, context, workers, None,
+                                     {"sock": shared, **options})
+            supervisor.run()
+        finally:
+            if unix is not None and inode is not None:
+                shared.close()
+                unlink_unix(unix, inode)
+        return
     reservation = _reserve(host, port)
     try:
         supervisor = _Supervisor(app, host, int(reservation.getsockname()[1]), context, workers,
-                                 reservation)
+                                 reservation, options)
         supervisor.run()
     finally:
         reservation.close()
@@ -124,8 +149,15 @@ class _Worker:
 
 class _Supervisor:
     def __init__(self, app: App, host: str, port: int, tls: ssl.SSLContext | None,
-                 count: int, reservation: socket.socket) -> None:
+                 count: int, reservation: socket.socket | None, where: dict[str, Any]) -> None:
         self.app = app
+        #: Listener keyword arguments of every worker (a shared ``sock``, PROXY protocol...).
+        self.where = where
+        self.reload_requested = False
+        #: Workers replaced by a reload, closing their clients; not restarted when they exit.
+        self.retiring: list[_Worker] = []
+        #: Where the workers publish their counters for each other's scrapes.
+        self.metrics_dir = make_directory()
         self.host = host
         self.port = port
         self.tls = tls
@@ -145,7 +177,10 @@ class _Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         if os.getpid() != self.parent_pid:  # a fork that has not reset its handlers yet
             return
-        self.stopping = True
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.stopping = True
         try:
             os.write(self.wake_w, b"x")
         except OSError:  # pragma: no cover - the pipe is full: a wake-up is pending anyway
@@ -155,11 +190,13 @@ class _Supervisor:
 
     def _spawn(self, index: int) -> _Worker:
         receiver, sender = self.context.Pipe(duplex=False)
+        parent_fds: tuple[int, ...] = (self.wake_r, self.wake_w, receiver.fileno())
+        if self.reservation is not None:
+            parent_fds += (self.reservation.fileno(),)
         process = self.context.Process(
             target=_worker_main,
-            args=(self.app, self.host, self.port, self.tls, sender,
-                  (self.wake_r, self.wake_w, self.reservation.fileno(), receiver.fileno()),
-                  os.getpid()),
+            args=(self.app, self.host, self.port, self.tls, sender, parent_fds, os.getpid(),
+                  self.where, (self.metrics_dir, index)),
             name=f"harpia-worker-{index}",
             daemon=False,
         )
@@ -172,7 +209,7 @@ class _Supervisor:
         self.parent_pid = os.getpid()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 previous[sig] = signal.signal(sig, self._on_signal)
         try:
             self._start_all()
@@ -183,14 +220,20 @@ class _Supervisor:
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            remove_directory(self.metrics_dir)
             os.close(self.wake_r)
             os.close(self.wake_w)
 
     def _announce(self) -> None:
         scheme = "wss" if self.tls is not None else "ws"
         host = self.host if ":" not in self.host else f"[{self.host}]"
+        where = f"{scheme}://{host}:{self.port}"
+        shared = self.where.get("sock")
+        if shared is not None:
+            name = shared.getsockname()
+            where = f"{scheme}://{name[0]}:{name[1]}" if isinstance(name, tuple) else f"{scheme}+unix://{name}"
         pids = ", ".join(str(w.pid) for w in self.workers.values())
-        line = f"harpia listening on {scheme}://{host}:{self.port} with {self.count} workers (pids {pids})"
+        line = f"harpia listening on {where} with {self.count} workers (pids {pids})"
         if logger.hasHandlers():
             logger.info("%s", line)
         else:
@@ -255,10 +298,17 @@ class _Supervisor:
             timeout = None
             if self.restart_at:
                 timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
+            for worker in self.retiring:
+                waiting.append(worker.process.sentinel)
             multiprocessing.connection.wait(waiting, timeout)
             self._drain_wake()
             if self.stopping:
                 break
+            self._reap_retired()
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
+                continue
             now = time.monotonic()
             for index, worker in list(self.workers.items()):
                 error = self._poll(worker)
@@ -269,6 +319,7 @@ class _Supervisor:
                         self.delays[index] = 0.0
                     continue
                 worker.process.join()
+                retire_file(self.metrics_dir, index, worker.pid)
                 if worker.conn is not None:
                     worker.conn.close()
                 del self.workers[index]
@@ -287,9 +338,57 @@ class _Supervisor:
                     worker = self._spawn(index)
                     logger.info("worker %d restarted (pid %d)", index, worker.pid)
 
+    def _reap_retired(self) -> None:
+        for worker in list(self.retiring):
+            if not worker.process.is_alive():
+                worker.process.join()
+                retire_file(self.metrics_dir, worker.index, worker.pid)
+                if worker.conn is not None:
+                    worker.conn.close()
+                    worker.conn = None
+                self.retiring.remove(worker)
+
+    def _reload(self) -> None:
+        """SIGHUP: for each slot, start a new worker, wait until it listens, then tell the
+        old one to retire (it stops accepting and closes its clients with 1012)."""
+        logger.info("reloading %d worker(s)", len(self.workers))
+        for index in sorted(self.workers):
+            old = self.workers.pop(index)
+            new = self._spawn(index)
+            deadline = time.monotonic() + START_TIMEOUT
+            while not new.ready and new.process.is_alive() and not self.stopping \
+                    and time.monotonic() < deadline:
+                waiting: list[Any] = [self.wake_r, new.process.sentinel]
+                if new.conn is not None:
+                    waiting.append(new.conn)
+                multiprocessing.connection.wait(waiting, max(0.0, deadline - time.monotonic()))
+                self._drain_wake()
+                error = self._poll(new)
+                if error is not None:
+                    logger.error("worker %d failed to start during a reload: %r", index, error)
+                    break
+            if not new.ready:
+                # Keep the old worker serving; the new one is not coming.
+                if new.process.is_alive():
+                    new.process.kill()
+                new.process.join(5)
+                if new.conn is not None:
+                    new.conn.close()
+                self.workers[index] = old
+                logger.error("reload stopped: worker %d did not start; the old one goes on", index)
+                return
+            self.retiring.append(old)
+            try:
+                os.kill(old.pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+            logger.info("worker %d replaced (pid %d -> %d)", index, old.pid, new.pid)
+            if self.stopping:
+                return
+
     def _stop_all(self) -> None:
         """SIGTERM to every worker (each shuts down gracefully), bounded wait, then SIGKILL."""
-        live = [w for w in self.workers.values() if w.process.is_alive()]
+        live = [w for w in [*self.workers.values(), *self.retiring] if w.process.is_alive()]
         if live:
             logger.info("stopping %d worker(s)", len(live))
         for worker in live:
@@ -306,11 +405,12 @@ class _Supervisor:
                                worker.index, worker.pid)
                 worker.process.kill()
                 worker.process.join(5)
-        for worker in self.workers.values():
+        for worker in [*self.workers.values(), *self.retiring]:
             if worker.conn is not None:
                 worker.conn.close()
                 worker.conn = None
         self.workers.clear()
+        self.retiring.clear()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -341,15 +441,18 @@ def _stop_with_parent(parent: int) -> None:
 
 def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
                  report: multiprocessing.connection.Connection, inherited: tuple[int, ...],
-                 parent: int) -> None:
+                 parent: int, where: dict[str, Any], metrics: tuple[str, int]) -> None:
     """The body of a worker process (forked: ``app`` is the parent's object, copied)."""
     import asyncio
 
     from .app import run
+    from .reload import serve_worker
+    from .worker_metrics import WorkerMetrics
 
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the loop installs its own once it runs
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the loop installs its own
         signal.signal(sig, signal.SIG_DFL)
     _stop_with_parent(parent)
+    app._worker_metrics = WorkerMetrics(*metrics)
     for fd in inherited:  # the parent's ends: the wake-up pipe, the reservation, other pipes
         try:
             os.close(fd)
@@ -357,7 +460,7 @@ def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
             pass
 
     async def serve() -> None:
-        task = asyncio.ensure_future(app._serve_until_signal(host, port, tls, reuse_port=True))
+        task = asyncio.ensure_future(serve_worker(app, host, port, tls, **where))
         # The serving path registers its listener once it is bound (and the backplane is up).
         while not task.done() and not app._listeners:
             await asyncio.sleep(0.005)
