@@ -160,7 +160,7 @@ def listen_where(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     if args.forwarded_allow_ips:
         where["forwarded_allow_ips"] = [p.strip() for p in args.forwarded_allow_ips.split(",")]
     try:
-        activated = systemd_sockets()
+        activated = systemd_sockets() if args.fd is None else []
         if args.fd is not None:
             where["sock"] = inherited_socket(args.fd)
         elif activated:

@@ -9,7 +9,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .asgi.mount import AsgiApp, AsgiMounts
 from .backplane import Backplane, make_backplane
@@ -26,6 +26,9 @@ from .server import Listener
 from .stats import AppStats, prometheus_text
 from .topics import ConnectionSet, TopicRegistry
 from .worker_metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from .otel import ConnectionTracer
 
 __all__ = ["App", "WebSocketRoute", "HttpRoute", "WebSocketNamespace", "harpia"]
 
@@ -147,6 +150,8 @@ class App:
         self._warned_publish_unserved = False
         #: Set in each worker of ``listen(workers=N)``: scrapes answer for all the workers.
         self._worker_metrics: WorkerMetrics | None = None
+        #: Spans per upgrade and connection (``harpia.otel.instrument(app)``), or None.
+        self._tracer: ConnectionTracer | None = None
         self.websocket = WebSocketNamespace(self)
         #: The cross-process broker (``pubsub="redis://..."`` or a ``Backplane``), or None.
         self._backplane: Backplane | None = make_backplane(pubsub)
@@ -246,6 +251,15 @@ class App:
             return self._worker_metrics.prometheus_text(self.stats(topics=topics), latency)
         return prometheus_text(self.stats(topics=topics)) + (
             prometheus_latencies(latency) if latency else "")
+
+    def _metrics_totals(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The figures a scrape reports: ``stats()`` and the latency histograms, summed
+        over the workers under ``workers=N``."""
+        latency = self._latency_snapshot()
+        if self._worker_metrics is not None:
+            stats, histograms, _ = self._worker_metrics.totals(self.stats(), latency)
+            return stats, histograms
+        return self.stats(), latency or {}
 
     def _latency_snapshot(self) -> dict[str, Any] | None:
         return None if self._latency is None else self._latency.snapshot()

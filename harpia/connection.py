@@ -411,6 +411,8 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         else:
             code, reason = 1006, ""
         self.app._stats.connection_closed(self, code)
+        if self.app._tracer is not None:
+            self.app._tracer.closed(self, code)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("close %s %s from %s: code %d%s after %.3f s", self.id, self.head.path,
                          self.remote_address, code, f" ({reason})" if reason else "",

@@ -81,7 +81,8 @@ def prometheus_histogram(name: str, help_text: str, snap: dict[str, Any]) -> lis
     return lines
 
 
-_HELP = {
+#: Metric name (after the prefix) and help text of each histogram.
+HISTOGRAM_HELP = {
     "upgrade": ("upgrade_seconds", "From TCP accept to the 101 written."),
     "handler": ("message_handler_seconds",
                 f"Message handler duration, sampled (one message in {HANDLER_SAMPLE})."),
@@ -121,7 +122,7 @@ class Latencies:
 
 def prometheus_latencies(snapshot: dict[str, dict[str, Any]], prefix: str = "harpia") -> str:
     lines: list[str] = []
-    for key, (name, help_text) in _HELP.items():
+    for key, (name, help_text) in HISTOGRAM_HELP.items():
         if key in snapshot:
             lines += prometheus_histogram(f"{prefix}_{name}", help_text, snapshot[key])
     return "\n".join(lines) + "\n" if lines else ""

@@ -652,8 +652,12 @@ class HttpProtocol(asyncio.Protocol):
         # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
         transport.set_write_buffer_limits(high=1, low=0)
         latency = listener.app._latency
-        if latency is not None and accepted_at is not None:
-            latency.upgrade.observe(listener.loop.time() - accepted_at + listener.handshake_timeout)
+        if accepted_at is not None and (latency is not None or listener.app._tracer is not None):
+            elapsed = listener.loop.time() - accepted_at + listener.handshake_timeout
+            if latency is not None:
+                latency.upgrade.observe(elapsed)
+            if listener.app._tracer is not None:
+                listener.app._tracer.upgraded(ws, elapsed)
         # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
         # transport queues what writelines() gets without calling pause_writing, so the
         # backpressure limit would never be seen; two write()s cost no copy either.

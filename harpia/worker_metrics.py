@@ -94,17 +94,23 @@ class WorkerMetrics:
                 continue
         return found
 
-    def prometheus_text(self, own: dict[str, Any], latency: dict[str, Any] | None = None,
-                        prefix: str = "harpia") -> str:
+    def totals(self, own: dict[str, Any], latency: dict[str, Any] | None
+               ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """Publish this worker's figures, then add up everybody's: the stats, the latency
+        histograms, and each worker's own record (for per-worker series)."""
         self.publish(own, latency)
         workers = self.collect()
-        text = prometheus_text(total(workers), prefix)
         histograms = {}
         for key in ("upgrade", "handler", "publish"):
             summed = add_snapshots(w["latency"][key] for w in workers if w.get("latency"))
             if summed is not None:
                 histograms[key] = summed
-        text += prometheus_latencies(histograms, prefix)
+        return total(workers), histograms, workers
+
+    def prometheus_text(self, own: dict[str, Any], latency: dict[str, Any] | None = None,
+                        prefix: str = "harpia") -> str:
+        stats, histograms, workers = self.totals(own, latency)
+        text = prometheus_text(stats, prefix) + prometheus_latencies(histograms, prefix)
         lines = [f"# HELP {prefix}_workers Worker processes serving now.",
                  f"# TYPE {prefix}_workers gauge",
                  f"{prefix}_workers {sum(1 for w in workers if not w['retired'])}"]
