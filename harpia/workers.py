@@ -7,9 +7,10 @@ call ``listen(workers=N)`` before starting threads or an event loop in the paren
 create per-process resources (database pools, clients) in the workers, not at import time.
 Linux and other Unixes with ``SO_REUSEPORT``; not on Windows.
 
-Every worker runs the single-process serving path (``App._serve_until_signal``) on its own
-socket bound with ``SO_REUSEPORT``: the kernel spreads new connections over the workers'
-accept queues.  The parent does not serve; it
+Every worker runs one listener (``reload.serve_worker``: the single-process serving path,
+plus SIGHUP) on its own socket bound with ``SO_REUSEPORT``: the kernel spreads new
+connections over the workers' accept queues (with ``unix=``/``sock=``, all the workers
+accept from the one socket the parent holds).  The parent does not serve; it
 
 * binds the address first (``SO_REUSEPORT``, not listening) so that a busy port fails once,
   in the parent, and ``port=0`` becomes one free port shared by all workers;
