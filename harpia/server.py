@@ -241,7 +241,13 @@ class Listener:
         scheme = "wss" if self.secure else "ws"
         if self.unix is not None:
             return f"{scheme}+unix://{self.unix}"
-        host = self.host if ":" not in self.host else f"[{self.host}]"
+        host = self.host
+        if self.sock is not None and self.sock.fileno() >= 0:
+            bound = self.sock.getsockname()      # the socket's own address, not host=
+            if not isinstance(bound, tuple):
+                return f"{scheme}+unix://{bound}"
+            host = bound[0]
+        host = host if ":" not in host else f"[{host}]"
         return f"{scheme}://{host}:{self.port}"
 
     async def stop(self, *, code: int = 1001, timeout: float | None = None) -> None:

@@ -47,6 +47,13 @@ async def test_unix_socket(tmp_path: Path) -> None:
         assert server.url == f"ws+unix://{path}"
         await echo_once(await unix_client(path))
     assert not os.path.exists(path)         # removed on stop
+    made = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    made.bind(path)
+    made.listen(8)
+    async with echo_app().serve(sock=made) as server:
+        assert server.url == f"ws+unix://{path}"
+        await echo_once(await unix_client(path))
+    assert os.path.exists(path)             # not ours to remove
 
 
 async def test_unix_socket_replaces_a_stale_file_but_nothing_else(tmp_path: Path) -> None:
@@ -70,8 +77,8 @@ async def test_a_socket_made_elsewhere() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     port = sock.getsockname()[1]
-    async with echo_app().serve(sock=sock) as server:
-        assert server.port == port
+    async with echo_app().serve(sock=sock, host="ignored") as server:
+        assert server.port == port and server.url == f"ws://127.0.0.1:{port}"
         await echo_once(await RawClient.connect(port))
 
 
