@@ -248,7 +248,7 @@ class App:
         all the workers plus per-worker series (see harpia/worker_metrics.py)."""
         latency = self._latency_snapshot()
         if self._worker_metrics is not None:
-            return self._worker_metrics.prometheus_text(self.stats(topics=topics), latency)
+            return self._worker_metrics.prometheus_text(self.stats(topics=topics), latency, topics)
         return prometheus_text(self.stats(topics=topics)) + (
             prometheus_latencies(latency) if latency else "")
 

@@ -31,7 +31,9 @@ __all__ = ["WorkerMetrics", "make_directory", "retire_file", "remove_directory",
 #: Seconds between a worker's writes of its counters when nobody scrapes it.
 PUBLISH_EVERY = 1.0
 
-_COUNTERS = ("connections_opened", *ENGINE_COUNTERS)
+_COUNTERS = ("connections_opened", "subscriptions_refused", *ENGINE_COUNTERS)
+#: Gauges of this moment: summed over the live workers, zero for a worker that exited.
+_GAUGES = ("connections_open", "topic_count", "subscriptions")
 _PER_WORKER = (("connections_open", "gauge", "Open WebSocket connections of one worker."),
                ("connections_opened", "counter", "WebSocket connections opened by one worker."),
                ("messages_in", "counter", "Messages received by one worker."),
@@ -64,7 +66,8 @@ def retire_file(directory: str, index: int, pid: int) -> None:
     except (OSError, ValueError):
         return
     content["retired"] = True
-    content["stats"]["connections_open"] = 0
+    for name in _GAUGES:
+        content["stats"][name] = 0
     content["stats"]["topics"] = {}
     _write(path, content)
 
@@ -94,10 +97,11 @@ class WorkerMetrics:
                 continue
         return found
 
-    def totals(self, own: dict[str, Any], latency: dict[str, Any] | None
+    def totals(self, own: dict[str, Any], latency: dict[str, Any] | None, topics: int = 100
                ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        """Publish this worker's figures, then add up everybody's: the stats, the latency
-        histograms, and each worker's own record (for per-worker series)."""
+        """Publish this worker's figures, then add up everybody's: the stats (per-topic
+        counts for at most ``topics`` topics), the latency histograms, and each worker's
+        own record (for per-worker series)."""
         self.publish(own, latency)
         workers = self.collect()
         histograms = {}
@@ -105,11 +109,11 @@ class WorkerMetrics:
             summed = add_snapshots(w["latency"][key] for w in workers if w.get("latency"))
             if summed is not None:
                 histograms[key] = summed
-        return total(workers), histograms, workers
+        return total(workers, topics), histograms, workers
 
     def prometheus_text(self, own: dict[str, Any], latency: dict[str, Any] | None = None,
-                        prefix: str = "harpia") -> str:
-        stats, histograms, workers = self.totals(own, latency)
+                        topics: int = 0, prefix: str = "harpia") -> str:
+        stats, histograms, workers = self.totals(own, latency, topics)
         text = prometheus_text(stats, prefix) + prometheus_latencies(histograms, prefix)
         lines = [f"# HELP {prefix}_workers Worker processes serving now.",
                  f"# TYPE {prefix}_workers gauge",
@@ -123,22 +127,24 @@ class WorkerMetrics:
         return text + "\n".join(lines) + "\n"
 
 
-def total(workers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sum of the workers' ``app.stats()``, in the same shape."""
+def total(workers: list[dict[str, Any]], topics: int = 100) -> dict[str, Any]:
+    """The sum of the workers' ``app.stats()``, in the same shape (subscribers for at most
+    ``topics`` topics, as ``app.stats(topics=...)``)."""
     closes: Counter[int] = Counter()
     failures: Counter[int] = Counter()
-    topics: Counter[str] = Counter()
+    per_topic: Counter[str] = Counter()
     summed: Counter[str] = Counter()
     for worker in workers:
         stats = worker["stats"]
         for name in _COUNTERS:
             summed[name] += stats.get(name, 0)
-        summed["connections_open"] += stats.get("connections_open", 0)
+        for name in _GAUGES:
+            summed[name] += stats.get(name, 0)
         closes.update({int(code): n for code, n in stats.get("closes_by_code", {}).items()})
         failures.update({int(s): n for s, n in stats.get("handshake_failures_by_status", {}).items()})
-        topics.update(stats.get("topics", {}))
-    result: dict[str, Any] = {name: summed[name] for name in ("connections_open", *_COUNTERS)}
+        per_topic.update(stats.get("topics", {}))
+    result: dict[str, Any] = {name: summed[name] for name in (*_GAUGES, *_COUNTERS)}
     result["closes_by_code"] = dict(sorted(closes.items()))
     result["handshake_failures_by_status"] = dict(sorted(failures.items()))
-    result["topics"] = dict(sorted((t, n) for t, n in topics.items() if n))
+    result["topics"] = dict(sorted((t, n) for t, n in per_topic.items() if n)[:topics])
     return result

@@ -22,7 +22,7 @@ from harpia import harpia
 
 app = harpia()
 app.ws("/", {"open": lambda ws: (ws.subscribe("room"), ws.send(f"pid {os.getpid()}"))})
-app.expose_metrics()
+app.expose_metrics(topics=10)
 app.listen(host="127.0.0.1", port=0, workers=2)
 """
 
