@@ -11,6 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .accept import Accept
 from .asgi.mount import AsgiApp, AsgiMounts
 from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
@@ -185,7 +186,8 @@ class App:
         handlers: WebSocketHandlers[T] | HandlerObject,
         *,
         data: Callable[[], T] | None = None,
-        upgrade: Callable[[Request], T | None | Awaitable[T | None]] | None = None,
+        upgrade: Callable[[Request], T | Accept[T] | None | Awaitable[T | Accept[T] | None]]
+        | None = None,
         **options: Any,
     ) -> None:
         """Serve WebSocket connections on ``path`` (``/room/:roomId`` patterns allowed).
