@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from wsclient import TEXT, RawClient, upgrade_request
 
-from harpia import ProxyProtocolError, harpia
+from harpia import ConfigurationError, ProxyProtocolError, harpia
 from harpia.proxy_protocol import MAX_V2_LENGTH, V2_SIGNATURE, ProxyHeader, ProxyHeaderParser
 
 V1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 443\r\n"
@@ -135,6 +136,11 @@ async def test_garbage_is_dropped_without_an_answer() -> None:
             assert client.buffer == b""
             client.sock.close()
         assert server.app.stats()["handshake_failures_by_status"] == {400: 2}
+
+
+def test_not_with_tls() -> None:
+    with pytest.raises(ConfigurationError, match="tls"):
+        make_app([]).serve(proxy_protocol=True, tls=ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
 
 
 async def test_without_the_option_a_header_is_a_bad_request() -> None:
