@@ -157,9 +157,11 @@ class RedisCluster:
     def live(self) -> list[RedisNode]:
         return [node for node in self.nodes if node.alive()]
 
-    def slot_owner(self, slot: int) -> RedisNode:
-        """The master that serves ``slot``, as a live node sees it."""
+    def slot_owner(self, slot: int, skip: RedisNode | None = None) -> RedisNode:
+        """The master that serves ``slot``, as a live node (not ``skip``) sees it."""
         for node in self.live():
+            if node is skip:
+                continue
             try:
                 for start, end, master, *_ in node.command("CLUSTER", "SLOTS"):  # type: ignore[union-attr]
                     if start <= slot <= end:
@@ -181,10 +183,13 @@ class RedisCluster:
         assert isinstance(reply, list)
         return int(reply[1])
 
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Every live node says ``cluster_state:ok`` and agrees on 3 masters owning all slots."""
+    def wait_healthy(self, timeout: float = 30, skip: RedisNode | None = None) -> None:
+        """Every live node (but ``skip``) says ``cluster_state:ok``, all slots served, and
+        every replica is in sync with its master."""
         def healthy() -> bool:
             for node in self.live():
+                if node is skip:
+                    continue
                 info = node.command("CLUSTER", "INFO")
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 if "cluster_state:ok" not in text or "cluster_slots_ok:16384" not in text:
@@ -203,9 +208,10 @@ class RedisCluster:
 
     def wait_promoted(self, slot: int, old: RedisNode, timeout: float = 30) -> RedisNode:
         """Wait until a live node other than ``old`` serves ``slot`` and the cluster is ok."""
-        wait_for(lambda: self.slot_owner(slot) is not old, timeout, f"a new master for slot {slot}")
-        self.wait_healthy(timeout)
-        return self.slot_owner(slot)
+        wait_for(lambda: self.slot_owner(slot, skip=old) is not old, timeout,
+                 f"a new master for slot {slot}")
+        self.wait_healthy(timeout, skip=old)
+        return self.slot_owner(slot, skip=old)
 
     def restart(self, node: RedisNode, timeout: float = 30) -> None:
         node.launch()

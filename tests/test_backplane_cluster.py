@@ -9,6 +9,7 @@ owner of a slot instead of assuming one.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -72,6 +73,8 @@ def test_cluster_urls() -> None:
     assert bp.startup_nodes == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
     assert RedisClusterBackplane("redis+cluster://:pw@[::1]:7000,h")._node_options == {"password": "pw"}
     assert RedisClusterBackplane("redis+cluster://[::1]:7000,h").startup_nodes == [("::1", 7000), ("h", 6379)]
+    # The password stays out of logs and errors.
+    assert RedisClusterBackplane("redis+cluster://:secret@h:1").where == "redis+cluster://:***@h:1"
     for bad in ("redis+cluster://", "redis+cluster://h:port", "redis+cluster://h:70000", "cluster://h:1"):
         with pytest.raises(ConfigurationError):
             RedisClusterBackplane(bad)
@@ -80,6 +83,7 @@ def test_cluster_urls() -> None:
 # ---------------------------------------------------------------- steady state
 
 
+@pytest.mark.timeout(120)
 async def test_processes_deliver_exactly_once_on_every_shard(cluster: RedisCluster, tmp_path: Path) -> None:
     by_master = topics_on_every_master(cluster)
     topics = [name for names in by_master.values() for name in names]
@@ -129,16 +133,33 @@ async def test_processes_deliver_exactly_once_on_every_shard(cluster: RedisClust
 
 async def test_subscriptions_are_batched_per_slot(cluster: RedisCluster) -> None:
     app = make_app(backplane(cluster.url))
-    many = [f"bulk{i}" for i in range(200)]
+    # 200 topics in 6 slots (a {hash tag} picks the slot), over the shards that own them.
+    many = [f"{{room{i % 6}}}bulk{i}" for i in range(200)]
+    slots = {key_slot(f"harpia:{t}".encode()) for t in many}
+    assert len(slots) == 6
+    owners = {cluster.slot_owner(slot).port for slot in slots}
+
+    def ssubscribe_calls() -> int:
+        total = 0
+        for node in cluster.masters():
+            info = node.command("INFO", "commandstats")
+            assert isinstance(info, dict)
+            total += int(info.get("cmdstat_ssubscribe", {}).get("calls", 0))
+        return total
+
     async with app.serve() as listener:
         (client,) = await open_clients(listener.port, 1)
         try:
+            before = await asyncio.to_thread(ssubscribe_calls)
             await command(client, "sub " + " ".join(many))
             await eventually(lambda: all(shard_subscribers(cluster, t) == 1 for t in many),
                              timeout=15, what="200 topics subscribed")
+            # One loop turn's first subscribers: one SSUBSCRIBE per slot, not per topic.
+            assert await asyncio.to_thread(ssubscribe_calls) == before + len(slots)
             assert app._backplane is not None
             shards = app._backplane.shards  # type: ignore[attr-defined]
-            assert len(shards) == 3 and sum(shards.values()) == 200
+            assert {int(name.rpartition(":")[2]) for name in shards} == owners
+            assert sum(shards.values()) == 200
         finally:
             client.close()
     await eventually(lambda: all(shard_subscribers(cluster, t) == 0 for t in many),
@@ -179,6 +200,7 @@ async def drain_probes(client: RawClient, first: str) -> list[int]:
         probes.append(int(message[6:]))
 
 
+@pytest.mark.timeout(120)
 async def test_master_killed_replica_promoted_deliveries_resume(cluster: RedisCluster,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     by_master = topics_on_every_master(cluster, per_master=1)
@@ -274,3 +296,33 @@ async def test_no_node_reachable_at_start_is_a_clear_error() -> None:
     with pytest.raises(BackplaneError, match="cannot reach Redis"):
         async with app.serve():
             pass
+
+
+@pytest.mark.timeout(120)
+async def test_a_master_that_hangs_is_noticed_by_ping(cluster: RedisCluster) -> None:
+    """SIGSTOP: the master's sockets stay open and nothing answers; the cluster fails it
+    over, and only the PING watchdog can tell the subscribing connection is dead."""
+    topic = topics_on_every_master(cluster, per_master=1)[cluster.masters()[0].port][0]
+    slot = key_slot(f"harpia:{topic}".encode())
+    bps = [backplane(cluster.url), backplane(cluster.url)]
+    app_a, app_b = make_app(bps[0]), make_app(bps[1])
+    async with app_a.serve() as la, app_b.serve() as lb:
+        (a1,) = await open_clients(la.port, 1)
+        (b1,) = await open_clients(lb.port, 1)
+        old = owner_of(cluster, topic)
+        try:
+            for client in (a1, b1):
+                await command(client, f"sub {topic}")
+            await eventually(lambda: cluster.shard_numsub(old, f"harpia:{topic}") == 2,
+                             timeout=15, what="subscribed")
+            assert old.process is not None
+            old.process.send_signal(signal.SIGSTOP)
+            new = await asyncio.to_thread(cluster.wait_promoted, slot, old)
+            await publish_until_received(a1, b1, topic)
+            await eventually(lambda: cluster.shard_numsub(new, f"harpia:{topic}") == 2,
+                             timeout=15, what="resubscribed on the promoted replica")
+        finally:
+            close_all((a1, b1))
+            if old.process is not None:
+                old.process.send_signal(signal.SIGCONT)
+            await asyncio.to_thread(cluster.wait_healthy)

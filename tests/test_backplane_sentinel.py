@@ -50,6 +50,7 @@ def test_sentinel_urls() -> None:
             RedisSentinelBackplane(bad)
 
 
+@pytest.mark.timeout(120)
 async def test_master_killed_deliveries_resume_on_promoted_replica(
         sentinel: SentinelSetup, caplog: pytest.LogCaptureFixture) -> None:
     bps = [backplane(sentinel.url), backplane(sentinel.url)]

@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from .single import RedisBackplane
@@ -343,7 +344,7 @@ class RedisClusterBackplane(RedisBackplane):
 
         return int(key_slot(channel))
 
-    def _unplace(self, shard: _Shard, which: Any) -> None:
+    def _unplace(self, shard: _Shard, which: Callable[[bytes], bool]) -> None:
         """Forget where the matching channels are subscribed and place them again."""
         for channel in [c for c in shard.channels if which(c)]:
             topic = shard.channels.pop(channel)

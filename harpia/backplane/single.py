@@ -20,6 +20,14 @@ __all__ = ["RedisBackplane"]
 logger = logging.getLogger("harpia")
 
 
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hosts}"
+
+
 class RedisBackplane:
     """Publish through Redis pub/sub (``redis.asyncio`` with hiredis), one channel per topic.
 
@@ -125,9 +133,14 @@ class RedisBackplane:
 
     def __repr__(self) -> str:
         state = "up" if self._up else ("stopped" if self._loop is None else "down")
-        return f"<RedisBackplane {self.url} {state}, {len(self._wanted)} topic(s)>"
+        return f"<RedisBackplane {self.where} {state}, {len(self._wanted)} topic(s)>"
 
     # ------------------------------------------------------------------ public state
+
+    @property
+    def where(self) -> str:
+        """The URL without its password, for logs and errors."""
+        return _redact(self.url)
 
     @property
     def connected(self) -> bool:
@@ -177,9 +190,9 @@ class RedisBackplane:
         if error is not None:
             if not self.retry_at_start:
                 await self._shutdown()
-                raise BackplaneError(f"cannot reach Redis at {self.url}: {error}") from error
+                raise BackplaneError(f"cannot reach Redis at {self.where}: {error}") from error
             logger.warning("pubsub backplane: cannot reach Redis at %s (%s); serving with "
-                           "local delivery only and retrying in the background", self.url, error)
+                           "local delivery only and retrying in the background", self.where, error)
 
     def _make_clients(self, options: dict[str, Any]) -> None:
         import redis.asyncio as aioredis
@@ -375,7 +388,7 @@ class RedisBackplane:
         self._up = True
         if self._down_since is not None:
             logger.info("pubsub backplane: Redis at %s is back after %.1f s; resubscribed "
-                           "%d channel(s)", self.url, time.monotonic() - self._down_since,
+                           "%d channel(s)", self.where, time.monotonic() - self._down_since,
                            len(self._subscribed))
             self._down_since = None
         if self._first_attempt is not None and not self._first_attempt.done():
@@ -388,12 +401,12 @@ class RedisBackplane:
             self.stats["outages"] += 1
             self._down_since = time.monotonic()
             logger.warning("pubsub backplane: lost Redis at %s (%s); delivering locally only "
-                           "and reconnecting", self.url, str(error) or type(error).__name__)
+                           "and reconnecting", self.where, str(error) or type(error).__name__)
         elif starting:
             if self.retry_at_start:  # start() reports it; the recovery is logged later
                 self._down_since = time.monotonic()
         else:
-            logger.debug("pubsub backplane: Redis at %s still unreachable: %s", self.url, error)
+            logger.debug("pubsub backplane: Redis at %s still unreachable: %s", self.where, error)
         self._up = False
         self._outbox.clear()
         self._open.clear()
