@@ -3,14 +3,12 @@
 ``harpia(pubsub=URL)`` makes ``app.publish`` / ``ws.publish`` reach the subscribers of every
 process and node attached to the same Redis deployment:
 
-==========================================  =====================================  ==========
-``pubsub=``                                 deployment                             class
-==========================================  =====================================  ==========
-``redis://host:6379/0`` (``rediss://``,     one Redis server                       ``RedisBackplane``
-``unix://``)
-``redis+cluster://host:port[,host:port]``   Redis Cluster, sharded pub/sub          ``RedisClusterBackplane``
-``redis+sentinel://host:port[,...]/name``   a master and replicas under Sentinel    ``RedisSentinelBackplane``
-==========================================  =====================================  ==========
+* ``redis://host:6379/0`` (also ``rediss://``, ``unix://``): one Redis server,
+  ``RedisBackplane`` (``single.py``);
+* ``redis+cluster://host:port[,host:port...]``: Redis Cluster with sharded pub/sub,
+  ``RedisClusterBackplane`` (``cluster.py``);
+* ``redis+sentinel://host:port[,host:port...]/service_name``: a master and its replicas
+  under Sentinel, ``RedisSentinelBackplane`` (``sentinel.py``).
 
 In every case:
 
