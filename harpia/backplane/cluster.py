@@ -128,9 +128,11 @@ class RedisClusterBackplane(RedisBackplane):
 
         self._options = {**self._node_options, **options}
         # Only the slot map is asked of this client; commands go through the per-node clients.
+        # A node that accepts connections but answers nothing (hung) must not stall the
+        # re-routing: its CLUSTER SLOTS times out and the next node is asked.
         self._cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self.startup_nodes],
-            **self._options)
+            **{"socket_timeout": self.connect_timeout, **self._options})
         self._reroute = asyncio.Event()
 
     def _client(self, name: str) -> Any:
@@ -156,7 +158,13 @@ class RedisClusterBackplane(RedisBackplane):
         shard = self._shards.get(name)
         if shard is None:
             pubsub = self._client(name).pubsub()
-            await pubsub.connect()
+            # Bounded: the connection handshake (CLIENT SETNAME) waits for an answer, and a
+            # hung master would otherwise hold the subscription lock forever.
+            try:
+                await asyncio.wait_for(pubsub.connect(), self.connect_timeout)
+            except BaseException:
+                await pubsub.aclose()
+                raise
             shard = self._shards[name] = _Shard(name, self._client(name), pubsub)
             assert self._loop is not None
             shard.reader = self._loop.create_task(self._read_shard(shard),
@@ -378,8 +386,11 @@ class RedisClusterBackplane(RedisBackplane):
             except Exception:
                 self.stats["dropped"] += 1
         names = list(by_master)
-        results = await asyncio.gather(*(self._publish_on(name, by_master[name]) for name in names),
-                                       return_exceptions=True)
+        # Bounded, so that a hung master holds up the writer for a while, not for good.
+        limit = self.connect_timeout + self.ping_interval
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self._publish_on(name, by_master[name]), limit) for name in names),
+            return_exceptions=True)
         moved: list[tuple[str, bytearray]] = []
         for name, result in zip(names, results):
             items = by_master[name]
