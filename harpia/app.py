@@ -225,7 +225,10 @@ class App:
 
     def _ws_routes(self) -> list[WebSocketRoute]:
         routes = list(self._router._static.values()) + [r for _, r in self._router._patterns]
-        return [r for r in routes if isinstance(r, WebSocketRoute)]
+        found = [r for r in routes if isinstance(r, WebSocketRoute)]
+        if self._asgi is not None:    # ASGI WebSockets run on a route of their mount
+            found += [mount.route for mount in self._asgi.mounts]
+        return found
 
     def use_pubsub(self, pubsub: str | Backplane) -> None:
         """Set the cross-process backplane (as ``harpia(pubsub=...)``) before serving."""

@@ -254,3 +254,24 @@ async def test_the_how_to_example_service() -> None:
             assert json.loads((await client.request("GET", "/messages"))[2]) == ["hello"]
             assert json.loads((await client.request("GET", "/health"))[2]) == {"status": "ok"}
             await client.close()
+
+
+async def test_idle_timeout_applies_to_asgi_websockets_of_a_mount_only_app() -> None:
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        assert message["type"] == "websocket.disconnect"
+
+    app = harpia.harpia()                        # no native route: only the mount
+    app.mount("/", asgi, idle_timeout=0.5, send_pings=False)
+    async with app.serve(port=0) as server:
+        async with connect(url(server, "/"), ping_interval=None) as ws:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1001
+            assert loop.time() - started < 8
