@@ -7,7 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import harpia
+
 ROOT = Path(__file__).resolve().parents[1]
+# The package under test: the tree's, or an installed wheel's (tests run from a copy).
+PACKAGE = Path(harpia.__file__).resolve().parent
 
 
 def mypy(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -16,8 +20,10 @@ def mypy(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_mypy_strict_passes_on_harpia_and_the_examples() -> None:
-    result = mypy("harpia", "examples")
-    assert result.returncode == 0, result.stdout + result.stderr
+    # -p finds harpia where Python does: the tree (the working directory) or site-packages.
+    for args in (("-p", "harpia"), ("examples",)):
+        result = mypy(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_catches_wrong_handlers(tmp_path: Path) -> None:
@@ -86,10 +92,10 @@ def test_typed_data_flows_from_data_and_upgrade(tmp_path: Path) -> None:
 
 def test_stubs_match_the_compiled_modules() -> None:
     modules = ["harpia._frames"]
-    if (ROOT / "harpia" / "_deflate.pyi").exists():
+    if (PACKAGE / "_deflate.pyi").exists():
         modules.append("harpia._deflate")
     result = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", *modules,
-         "--allowlist", str(ROOT / "harpia" / "stubtest-allowlist.txt")],
+         "--allowlist", str(PACKAGE / "stubtest-allowlist.txt")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
