@@ -5,7 +5,7 @@ import asyncio
 
 import uvloop
 from common import SCENARIOS, Counter, measure, parse_args
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 
 class Echo(WSListener):
@@ -22,7 +22,9 @@ class Take(WSListener):
 async def connect_loop(url: str, running: list[bool]) -> None:
     while running[0]:
         transport, _ = await ws_connect(WSListener, url)
-        transport.send_close()
+        # A code, as the other clients send: picows' default (NO_INFO) puts 1005 on the
+        # wire, which servers answer with a protocol error (1002) instead of a clean close.
+        transport.send_close(WSCloseCode.OK)
         await transport.wait_disconnected()
         Counter.n += 1
 
