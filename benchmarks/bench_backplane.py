@@ -69,7 +69,7 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 def serve(args: argparse.Namespace) -> None:
     """One harpia process: /broadcast (wsload's contract) and /probe (the latency client)."""
     from harpia import harpia
-    from harpia.app import run
+    from harpia.server import run
 
     app = harpia(pubsub=args.pubsub)
     peak = 0
@@ -107,7 +107,7 @@ def serve(args: argparse.Namespace) -> None:
                 app.serve(host=HOST, port=0) as private:
             print(json.dumps({"pid": os.getpid(), "private_port": private.port}), flush=True)
             await stop.wait()
-        stats = getattr(app._backplane, "stats", None)
+        stats = getattr(app.hub.backplane, "stats", None)
         print(json.dumps({"peak_connections": peak, "backplane": stats}), flush=True)
 
     run(main())

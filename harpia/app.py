@@ -1,95 +1,65 @@
-"""The application object: routes, handlers, topics, and the ways to serve it."""
+"""The application object: it builds the router, the hub and the settings, and hands
+the work to them — routes to the router, connections, topics and publish to the hub,
+sockets to listeners (``server``) and processes to ``workers``."""
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-import signal
 import socket
 import ssl
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .accept import Accept
 from .asgi.mount import AsgiApp, AsgiMounts
 from .backplane import Backplane, make_backplane
 from .connection import ServerWebSocket
 from .errors import ConfigurationError
-from .handlers import HandlerObject, RouteHandlers, WebSocketHandlers, bind_handlers
+from .handler_types import HandlerObject, WebSocketHandlers
+from .handlers import bind_handlers
 from .histograms import Latencies, prometheus_latencies
 from .http_response import Response
+from .hub import Hub
 from .limits import ConnectionsPerAddress
-from .options import RouteOptions, route_options
+from .options import route_options
 from .request import Request
-from .routing import Router
-from .server import Listener
-from .stats import AppStats, prometheus_text
-from .topics import ConnectionSet, TopicRegistry
+from .routing import HttpRoute, Router, WebSocketRoute
+from .server import Listener, run, serve_until_signal
+from .stats import prometheus_text
+from .topics import ConnectionSet
 from .worker_metrics import WorkerMetrics
 
-if TYPE_CHECKING:
-    from .otel import ConnectionTracer
-
-__all__ = ["App", "WebSocketRoute", "HttpRoute", "WebSocketNamespace", "harpia"]
+__all__ = ["App", "WebSocketNamespace", "harpia"]
 
 logger = logging.getLogger("harpia")
 
 T = TypeVar("T")
 
 
-class WebSocketRoute:
-    """A WebSocket path with its bound handlers and options."""
-
-    __slots__ = ("pattern", "handlers", "options")
-    kind = "ws"
-
-    def __init__(self, pattern: str, handlers: RouteHandlers, options: RouteOptions) -> None:
-        self.pattern = pattern
-        self.handlers = handlers
-        self.options = options
-
-
-class HttpRoute:
-    """A plain HTTP GET path (health checks, a page)."""
-
-    __slots__ = ("pattern", "handler", "arity", "content_type")
-    kind = "http"
-
-    def __init__(self, pattern: str, handler: Callable[..., Any], content_type: str | None) -> None:
-        self.pattern = pattern
-        self.handler = handler
-        try:
-            self.arity = min(1, len(inspect.signature(handler).parameters))
-        except (TypeError, ValueError):
-            self.arity = 1
-        self.content_type = content_type
-
-
 class WebSocketNamespace:
     """``app.websocket``: the live connections of this process, and topic counts."""
 
-    __slots__ = ("_app",)
+    __slots__ = ("_hub", "_publish")
 
-    def __init__(self, app: App) -> None:
-        self._app = app
+    def __init__(self, hub: Hub, publish: Callable[..., int]) -> None:
+        self._hub = hub
+        self._publish = publish
 
     @property
     def connections(self) -> ConnectionSet[ServerWebSocket[Any]]:
         """Every open connection of this process (all routes, all listeners)."""
-        return self._app._connections
+        return self._hub.connections
 
     def subscriber_count(self, topic: str) -> int:
         """Subscribers of ``topic`` in this process (with ``workers`` or a ``pubsub``
         backplane, the other processes' subscribers are not counted)."""
-        return self._app._topics.subscriber_count(topic)
+        return self._hub.topics.subscriber_count(topic)
 
     subscriberCount = subscriber_count  # noqa: N815 - Bun's spelling
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview,
                 compress: bool | None = None) -> int:
         """``app.publish``, as Bun's ``server.publish``."""
-        return self._app.publish(topic, message, compress)
+        return self._publish(topic, message, compress)
 
 
 class App:
@@ -137,30 +107,23 @@ class App:
         #: WebSocket connections one client address may hold open in this process; over it
         #: an upgrade is answered 429 with Retry-After.  None: no cap.  See harpia/limits.py.
         self.max_connections_per_ip = max_connections_per_ip
-        self._per_address = (None if max_connections_per_ip is None
-                             else ConnectionsPerAddress(max_connections_per_ip))
         if not isinstance(latency_histograms, bool):
             raise ConfigurationError("latency_histograms must be True or False")
-        #: Upgrade, message handler and publish latency histograms (harpia/histograms.py).
-        self._latency = Latencies() if latency_histograms else None
-        self._router: Router[WebSocketRoute | HttpRoute] = Router()
-        self._connections: ConnectionSet[ServerWebSocket[Any]] = ConnectionSet()
-        self._topics = TopicRegistry()
-        self._stats = AppStats()
-        self._listeners: list[Listener] = []
+        #: The routes, WebSocket and HTTP, by path.
+        self.router: Router[WebSocketRoute | HttpRoute] = Router()
+        #: Open connections, topics, counters, latency histograms and the cross-process
+        #: backplane (``pubsub="redis://..."`` or a ``Backplane``).
+        self.hub = Hub(
+            make_backplane(pubsub),
+            latency=Latencies() if latency_histograms else None,
+            per_address=(None if max_connections_per_ip is None
+                         else ConnectionsPerAddress(max_connections_per_ip)))
+        self.websocket = WebSocketNamespace(self.hub, self.publish)
         self._warned_publish_unserved = False
         #: Set in each worker of ``listen(workers=N)``: scrapes answer for all the workers.
-        self._worker_metrics: WorkerMetrics | None = None
-        #: Spans per upgrade and connection (``harpia.otel.instrument(app)``), or None.
-        self._tracer: ConnectionTracer | None = None
-        self.websocket = WebSocketNamespace(self)
-        #: The cross-process broker (``pubsub="redis://..."`` or a ``Backplane``), or None.
-        self._backplane: Backplane | None = make_backplane(pubsub)
-        self._backplane_task: asyncio.Task[None] | None = None
-        self._backplane_loop: asyncio.AbstractEventLoop | None = None
-        self._backplane_users: set[Listener] = set()
+        self.worker_metrics: WorkerMetrics | None = None
         #: ASGI apps mounted with ``mount`` (None until the first one).
-        self._asgi: AsgiMounts | None = None
+        self.asgi: AsgiMounts | None = None
 
     @property
     def busy_poll(self) -> float:
@@ -202,14 +165,14 @@ class App:
         if upgrade is not None:
             options["upgrade"] = upgrade
         bound = bind_handlers(handlers)
-        self._router.add(path, WebSocketRoute(path, bound, route_options(options)))
+        self.router.add(path, WebSocketRoute(path, bound, route_options(options)))
 
     def get(self, path: str, handler: Callable[..., Any], *, content_type: str | None = None) -> None:
         """Answer plain HTTP GET (and HEAD) on ``path``.  ``handler(request)`` returns
         ``str``, ``bytes``, a ``dict``/``list`` (JSON) or a ``harpia.Response``."""
         if not callable(handler):
             raise ConfigurationError(f"the handler of GET {path!r} must be callable")
-        self._router.add(path, HttpRoute(path, handler, content_type))
+        self.router.add(path, HttpRoute(path, handler, content_type))
 
     def mount(self, path: str, asgi_app: AsgiApp, **options: Any) -> None:
         """Serve an ASGI 3 app (FastAPI, Starlette) for every request under ``path`` that no
@@ -219,22 +182,13 @@ class App:
         (``harpia.asgi.HttpOptions``), and any ``app.ws`` route option for the app's
         WebSockets (``max_payload_length``, ``backpressure_limit``,
         ``per_message_deflate``...).  See docs/howto/fastapi.md."""
-        if self._asgi is None:
-            self._asgi = AsgiMounts(self)
-        self._asgi.add(path, asgi_app, options)
-
-    def _ws_routes(self) -> list[WebSocketRoute]:
-        routes = list(self._router._static.values()) + [r for _, r in self._router._patterns]
-        found = [r for r in routes if isinstance(r, WebSocketRoute)]
-        if self._asgi is not None:    # ASGI WebSockets run on a route of their mount
-            found += [mount.route for mount in self._asgi.mounts]
-        return found
+        if self.asgi is None:
+            self.asgi = AsgiMounts()
+        self.asgi.add(path, asgi_app, options)
 
     def use_pubsub(self, pubsub: str | Backplane) -> None:
         """Set the cross-process backplane (as ``harpia(pubsub=...)``) before serving."""
-        if self._listeners:
-            raise ConfigurationError("set the pubsub backplane before the app is served")
-        self._backplane = make_backplane(pubsub)
+        self.hub.use_backplane(make_backplane(pubsub))
 
     # ------------------------------------------------------------------ metrics
 
@@ -243,31 +197,31 @@ class App:
         handshakes by status, messages and bytes in and out, backpressure events, dropped
         sends, topics and subscriptions in all, refused subscribes, and subscribers per
         topic for at most ``topics`` topics (the oldest: clients may make millions)."""
-        registry = self._topics
-        return self._stats.snapshot(self._connections.snapshot(), registry.first_topics(topics),
-                                    registry.topic_count(), registry.subscriptions)
+        return self.hub.stats_snapshot(topics)
 
     def metrics_text(self, *, topics: int = 0) -> str:
         """``stats()`` in the Prometheus text format; per-topic series only for
         ``topics`` > 0, for at most that many topics.  With ``workers=N``, the totals of
         all the workers plus per-worker series (see harpia/worker_metrics.py)."""
-        latency = self._latency_snapshot()
-        if self._worker_metrics is not None:
-            return self._worker_metrics.prometheus_text(self.stats(topics=topics), latency, topics)
+        latency = self.latency_snapshot()
+        if self.worker_metrics is not None:
+            return self.worker_metrics.prometheus_text(self.stats(topics=topics), latency, topics)
         return prometheus_text(self.stats(topics=topics)) + (
             prometheus_latencies(latency) if latency else "")
 
-    def _metrics_totals(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def metrics_totals(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The figures a scrape reports: ``stats()`` and the latency histograms, summed
         over the workers under ``workers=N``."""
-        latency = self._latency_snapshot()
-        if self._worker_metrics is not None:
-            stats, histograms, _ = self._worker_metrics.totals(self.stats(), latency)
+        latency = self.latency_snapshot()
+        if self.worker_metrics is not None:
+            stats, histograms, _ = self.worker_metrics.totals(self.stats(), latency)
             return stats, histograms
         return self.stats(), latency or {}
 
-    def _latency_snapshot(self) -> dict[str, Any] | None:
-        return None if self._latency is None else self._latency.snapshot()
+    def latency_snapshot(self) -> dict[str, Any] | None:
+        """The latency histograms of this process, or None with ``latency_histograms=False``."""
+        latency = self.hub.latency
+        return None if latency is None else latency.snapshot()
 
     def expose_metrics(self, path: str = "/metrics", *, topics: int = 0) -> None:
         """Serve ``metrics_text(topics=topics)`` on ``path`` for a Prometheus scraper."""
@@ -289,78 +243,16 @@ class App:
         Before the app is served (no ``listen``/``serve``/test client running yet) no
         connection can be subscribed: the publish reaches nobody, returns 0 and logs a
         warning, once per app."""
-        if not self._listeners and not self._warned_publish_unserved:
+        if not self.hub.servers and not self._warned_publish_unserved:
             self._warned_publish_unserved = True
             logger.warning("app.publish(%r) before the app is served: no connection can be "
                            "subscribed yet, so it reached nobody", topic)
-        return self._publish(topic, message, None, compress)
-
-    def _publish(self, topic: str, message: str | bytes | bytearray | memoryview,
-                 exclude: ServerWebSocket[Any] | None, compress: bool | None = None) -> int:
-        taken = self._topics.publish(topic, message, exclude, compress)
-        if taken and self._latency is not None:
-            self._latency.published()
-        backplane = self._backplane
-        if backplane is not None:
-            # Local subscribers have it already; the backplane must not bring it back here.
-            backplane.publish(topic, message)
-        return taken
+        return self.hub.publish(topic, message, None, compress)
 
     def publish_threadsafe(self, topic: str, message: str | bytes) -> None:
         """``publish`` from another thread: runs once, on the loop of the first listener
         (the topic registry is one for the whole app)."""
-        listeners = list(self._listeners)
-        if listeners:
-            listeners[0].loop.call_soon_threadsafe(self.publish, topic, message)
-
-    # Called by Listener.start (after binding) and Listener.stop (at the end): the backplane
-    # runs while at least one listener does, on the loop of the listeners.
-    async def _backplane_start(self, listener: Listener) -> None:
-        backplane = self._backplane
-        if backplane is None:
-            return
-        loop = asyncio.get_running_loop()
-        if self._backplane_task is None:
-            self._backplane_loop = loop
-            self._topics.on_first_subscriber = backplane.subscribe
-            self._topics.on_last_subscriber = backplane.unsubscribe
-            self._backplane_task = loop.create_task(
-                backplane.start(self._topics.publish_serialized, self._topics.topics()))
-        elif self._backplane_loop is not loop:
-            raise ConfigurationError(
-                "with a pubsub backplane every listener of the app must run on one event loop")
-        self._backplane_users.add(listener)
-        task = self._backplane_task
-        try:
-            await asyncio.shield(task)
-        except BaseException:
-            self._backplane_users.discard(listener)
-            if not self._backplane_users and task is self._backplane_task and task.done():
-                self._backplane_detach()
-            raise
-
-    async def _backplane_stop(self, listener: Listener) -> None:
-        if listener not in self._backplane_users:
-            return
-        self._backplane_users.discard(listener)
-        if self._backplane_users or self._backplane is None or self._backplane_task is None:
-            return
-        task = self._backplane_task
-        self._backplane_detach()
-        if not task.done():  # still connecting: cancelling start() cleans it up
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            return
-        if task.cancelled() or task.exception() is not None:
-            return  # it never started
-        await self._backplane.stop()
-
-    def _backplane_detach(self) -> None:
-        self._backplane_task = None
-        self._backplane_loop = None
-        self._backplane_users.clear()
-        self._topics.on_first_subscriber = None
-        self._topics.on_last_subscriber = None
+        self.hub.publish_threadsafe(topic, message)
 
     # ------------------------------------------------------------------ serving
 
@@ -418,39 +310,8 @@ class App:
             run_workers(self, host=host, port=port, tls=tls, workers=workers, unix=unix,
                         sock=sock, listener_options=where)
             return
-        run(self._serve_until_signal(host, port, tls, reuse_port=False, unix=unix, sock=sock,
-                                     **where))
-
-    async def _serve_until_signal(self, host: str, port: int,
-                                  tls: Mapping[str, Any] | ssl.SSLContext | None,
-                                  reuse_port: bool, **where: Any) -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-        listener = await Listener(self, host=host, port=port, tls=tls, reuse_port=reuse_port,
-                                  **where).start()
-        if logger.hasHandlers():
-            logger.info("harpia listening on %s", listener.url)
-        else:  # nobody configured logging: still say where we are, once
-            print(f"harpia listening on {listener.url}", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            logger.info("shutting down: closing %d connection(s)", len(listener._live))
-            await listener.stop()
-
-
-def run(main: Any) -> None:
-    """Run a coroutine on uvloop when it is installed (it is a dependency), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        run(serve_until_signal(Listener(self, host=host, port=port, tls=tls, unix=unix, sock=sock,
+                                        **where)))
 
 
 def harpia(**settings: Any) -> App:

@@ -5,6 +5,10 @@ transport calls the engine's ``data_received`` directly and the engine calls the
 message handler directly: no Python frame sits between a read and the user's code.  What
 lives here are the rare events — ping, close, errors, drain, flow control — and the
 user-facing API around the engine.
+
+A connection reports to two things: the app's ``Hub`` (open connections, topics,
+counters, publish) and the listener that accepted it, known only as a ``ConnectionHost``
+(its loop, its close timeout, and three callbacks), so this module imports no server.
 """
 from __future__ import annotations
 
@@ -15,18 +19,16 @@ import os
 import sys
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._frames import OPEN, FrameEngine
 from .http_head import Headers, RequestHead
+from .hub import Hub
 from .limits import MessageRate, limit_message_rate, over_rate
 from .request import query_first_values, request_url
+from .routing import WebSocketRoute
 
-if TYPE_CHECKING:
-    from .app import App, WebSocketRoute
-    from .server import Listener
-
-__all__ = ["ServerWebSocket", "AttributeBag", "peer_address"]
+__all__ = ["ServerWebSocket", "ConnectionHost", "AttributeBag", "peer_address"]
 
 logger = logging.getLogger("harpia")
 
@@ -72,11 +74,31 @@ class AttributeBag:
         return f"AttributeBag({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs from the listener that accepted it."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds to wait for the peer's side of the closing handshake."""
+
+    def connection_closing(self, ws: ServerWebSocket[Any]) -> None:
+        """``ws`` left the OPEN state (closing started, or the transport was lost)."""
+
+    def connection_ended(self, ws: ServerWebSocket[Any]) -> None:
+        """``ws``'s transport is gone."""
+
+    def protocol_error(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+        """The peer broke the protocol; ``ws`` is closing with ``code``."""
+
+
 class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     """One client connection, as handlers see it (``ws``)."""
 
     __slots__ = (
-        "app", "route", "listener", "transport", "head", "params", "_remote_address",
+        "hub", "route", "listener", "transport", "head", "params", "_remote_address",
         "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
         "_close_timer", "_close_notified", "_ping_outstanding", "_opened_at",
         "_serial", "_rate",
@@ -84,15 +106,16 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
 
     def __init__(
         self,
-        app: App,
+        hub: Hub,
         route: WebSocketRoute,
-        listener: Listener,
+        listener: ConnectionHost,
         transport: asyncio.Transport,
         head: RequestHead,
         params: dict[str, str],
         remote_address: tuple[str, int] | None | object,
         subprotocol: str | None,
         secure: bool,
+        data: T | None = None,
     ) -> None:
         options = route.options
         super().__init__(
@@ -101,8 +124,8 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             close_on_backpressure_limit=options.close_on_backpressure_limit,
             inbound_limit=options.max_inbound_backlog,
         )
-        #: The app serving this connection.
-        self.app = app
+        #: The hub of the app serving this connection: open connections, topics, counters.
+        self.hub = hub
         self.route = route
         self.listener = listener
         self.transport = transport
@@ -116,7 +139,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self.extensions: str | None = None
         #: True on TLS (``wss://``).
         self.secure = secure
-        self._data: Any = None
+        self._data: Any = data
         self._topics: set[str] | None = None
         self._initiated_close = False
         self._close_timer: asyncio.TimerHandle | None = None
@@ -130,8 +153,8 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             # calls here: a client could grow that list without bound.  Drop them instead.
             self.bind_message_handler(_ignore, 0, False)
         self._serial = next(_serials)
-        if app._latency is not None and message is not None:
-            self.handler_timer = app._latency.handler.observe_ns
+        if hub.latency is not None and message is not None:
+            self.handler_timer = hub.latency.handler.observe_ns
         self._rate: MessageRate | None = None
         if options.max_messages_per_second is not None:
             self._rate = limit_message_rate(self, message, options)
@@ -214,17 +237,17 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         elif topic in topics:
             return False
         if len(topics) >= self.route.options.max_subscriptions:
-            self.app._stats.subscriptions_refused += 1
+            self.hub.stats.subscriptions_refused += 1
             return False
         topics.add(topic)
-        return self.app._topics.subscribe(topic, self)
+        return self.hub.topics.subscribe(topic, self)
 
     def unsubscribe(self, topic: str) -> bool:
         """Stop receiving what is published to ``topic``; False if not subscribed."""
         if self._topics is None or topic not in self._topics:
             return False
         self._topics.discard(topic)
-        return self.app._topics.unsubscribe(topic, self)
+        return self.hub.topics.unsubscribe(topic, self)
 
     def is_subscribed(self, topic: str) -> bool:
         """True if this connection is subscribed to ``topic``."""
@@ -243,7 +266,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         the route has ``publish_to_self=True``); returns how many local subscribers took it.
         ``compress`` as in ``app.publish``."""
         exclude = None if self.route.options.publish_to_self else self
-        return self.app._publish(topic, message, exclude, compress)
+        return self.hub.publish(topic, message, exclude, compress)
 
     def cork(self) -> None:
         """Nothing to do: every send is already batched per event-loop turn."""
@@ -276,12 +299,12 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self._close_transport()
 
     def protocol_failed(self, code: int, reason: str) -> None:
-        self.listener.note_protocol_error(self, code, reason)
+        self.listener.protocol_error(self, code, reason)
         self._close_transport()
 
     def closing_started(self) -> None:
-        self.app._connections.discard(self)
-        self.listener.connections.discard(self)
+        self.hub.connection_closing(self)
+        self.listener.connection_closing(self)
         if self.close_code_received == 0:
             if self.close_on_backpressure_limit and self.close_code_sent == 1013 and \
                     FrameEngine.buffered_amount.__get__(self) > self.backpressure_limit:
@@ -365,23 +388,19 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         was_open = self.ready_state == OPEN
         self.detach()
         if was_open:
-            self.app._connections.discard(self)
-            self.listener.connections.discard(self)
-        if self._topics:
-            # In batches over loop turns when there are many (a client that joined
-            # thousands of rooms): the close must not stall every other connection.
-            self.app._topics.unsubscribe_all(self._topics, self, self.listener.loop.call_soon)
-            self._topics = None
+            self.hub.connection_closing(self)
+            self.listener.connection_closing(self)
+        topics, self._topics = self._topics, None
+        if topics:
+            self.hub.connection_ended(self, topics, self.listener.loop.call_soon)
         self.listener.connection_ended(self)
         self._notify_close()
 
     # ------------------------------------------------------------------ internals
 
-    def _opened(self) -> None:
-        """Called by the listener once the 101 is written."""
-        self.app._connections.add(self)
-        self.listener.connections.add(self)
-        self.app._stats.opened += 1
+    def handshake_completed(self) -> None:
+        """Called by the listener once the 101 is written: the connection is open."""
+        self.hub.connection_opened(self)
         self._opened_at = time.monotonic()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("open %s %s from %s", self.id, self.head.path, self.remote_address,
@@ -410,9 +429,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             code, reason = self.close_code_received, self.close_reason_received
         else:
             code, reason = 1006, ""
-        self.app._stats.connection_closed(self, code)
-        if self.app._tracer is not None:
-            self.app._tracer.closed(self, code)
+        self.hub.connection_closed(self, code)
+        if self.hub.tracer is not None:
+            self.hub.tracer.closed(self, code)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("close %s %s from %s: code %d%s after %.3f s", self.id, self.head.path,
                          self.remote_address, code, f" ({reason})" if reason else "",
@@ -475,6 +494,12 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self._close_timer = None
         if self.transport is not None:
             self.transport.abort()
+
+    def keepalive_ping(self) -> None:
+        """Ping a quiet client, unless the previous keep-alive ping is still unanswered."""
+        if not self._ping_outstanding:
+            self._ping_outstanding = True
+            self.ping()
 
     def start_closing_for_shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
         if self.ready_state == OPEN:

@@ -82,6 +82,6 @@ def _attributes(ws: ServerWebSocket[Any], route: str) -> dict[str, Any]:
 def instrument(app: App, tracer_provider: trace.TracerProvider | None = None) -> ConnectionTracer:
     """Trace every upgrade and connection of ``app`` from now on."""
     tracer = ConnectionTracer(tracer_provider)
-    app._tracer = tracer
+    app.hub.tracer = tracer
     return tracer
 

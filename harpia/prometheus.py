@@ -34,7 +34,7 @@ class HarpiaCollector(Collector):
         self.prefix = prefix
 
     def collect(self) -> Iterator[Any]:
-        stats, histograms = self.app._metrics_totals()
+        stats, histograms = self.app.metrics_totals()
         prefix = self.prefix
         for name, (kind, text) in HELP.items():
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily

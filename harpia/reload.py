@@ -60,7 +60,7 @@ async def serve_worker(app: App, host: str, port: int,
         publisher.cancel()
         if reason and reason[0] == SERVICE_RESTART:
             logger.info("worker %d reloading: closing %d connection(s) with 1012",
-                        os.getpid(), len(listener._live))
+                        os.getpid(), listener.connections_held())
             await retire(listener)
         else:
             await listener.stop()
@@ -70,12 +70,12 @@ async def _publish_metrics(app: App) -> None:
     """Write this worker's counters where the other workers' scrapes read them."""
     from .worker_metrics import PUBLISH_EVERY
 
-    metrics = app._worker_metrics
+    metrics = app.worker_metrics
     if metrics is None:
         return
     while True:
         try:
-            metrics.publish(app.stats(), app._latency_snapshot())
+            metrics.publish(app.stats(), app.latency_snapshot())
         except OSError as exc:   # the directory went away: the supervisor is stopping
             logger.debug("cannot publish worker metrics: %s", exc)
         await asyncio.sleep(PUBLISH_EVERY)

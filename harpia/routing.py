@@ -1,12 +1,17 @@
-"""Path patterns with ``:params`` (``/room/:roomId``), compiled once at registration."""
+"""Routes and the router: path patterns with ``:params`` (``/room/:roomId``), compiled
+once at registration, and the two kinds of route an app serves."""
 from __future__ import annotations
 
+import inspect
 import re
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigurationError
+from .handlers import RouteHandlers
+from .options import RouteOptions
 
-__all__ = ["PathPattern", "Router"]
+__all__ = ["PathPattern", "Router", "WebSocketRoute", "HttpRoute"]
 
 R = TypeVar("R")
 
@@ -72,6 +77,10 @@ class Router(Generic[R]):
         else:
             self._static[pattern] = route
 
+    def routes(self) -> list[R]:
+        """Every route: the static paths, then the patterns, each in registration order."""
+        return list(self._static.values()) + [route for _, route in self._patterns]
+
     def match(self, path: str) -> tuple[R, dict[str, str]] | None:
         route = self._static.get(path)
         if route is not None:
@@ -81,3 +90,31 @@ class Router(Generic[R]):
             if params is not None:
                 return candidate, params
         return None
+
+
+class WebSocketRoute:
+    """A WebSocket path with its bound handlers and options."""
+
+    __slots__ = ("pattern", "handlers", "options")
+    kind = "ws"
+
+    def __init__(self, pattern: str, handlers: RouteHandlers, options: RouteOptions) -> None:
+        self.pattern = pattern
+        self.handlers = handlers
+        self.options = options
+
+
+class HttpRoute:
+    """A plain HTTP GET path (health checks, a page)."""
+
+    __slots__ = ("pattern", "handler", "arity", "content_type")
+    kind = "http"
+
+    def __init__(self, pattern: str, handler: Callable[..., Any], content_type: str | None) -> None:
+        self.pattern = pattern
+        self.handler = handler
+        try:
+            self.arity = min(1, len(inspect.signature(handler).parameters))
+        except (TypeError, ValueError):
+            self.arity = 1
+        self.content_type = content_type

@@ -4,6 +4,9 @@ A ``Listener`` is one socket serving one app (an app may have several: plain and
 Each accepted connection starts as an ``HttpProtocol``, which reads the request head
 under size and time limits, answers plain HTTP routes, and for a WebSocket route writes
 the 101 and swaps itself for the connection's ``ServerWebSocket`` on the same transport.
+
+The listener knows the app only as a ``ServedApp``: its settings, its router, its hub and
+its ASGI mounts.  ``serve_until_signal`` and ``run`` are the single-process serving path.
 """
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ import inspect
 import json
 import logging
 import os
+import signal
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Protocol
 
 from . import _frames
 from .accept import Accept
@@ -34,15 +39,16 @@ from .handshake import (
 from .http_head import RequestHead
 from .http_parser import HttpRequestParser
 from .http_response import Response, error_response, response_101, response_http
+from .hub import Hub
+from .log_throttle import LogThrottle
 from .proxy_protocol import ProxyHeaderParser
 from .request import Request
+from .routing import HttpRoute, Router, WebSocketRoute
 from .sockets import bind_unix, unlink_unix
+from .tls import make_ssl_context
 from .topics import ConnectionSet
 
-if TYPE_CHECKING:
-    from .app import App, HttpRoute, WebSocketRoute
-
-__all__ = ["Listener", "HttpProtocol", "make_ssl_context"]
+__all__ = ["Listener", "HttpProtocol", "ServedApp", "MountedApps", "serve_until_signal", "run"]
 
 logger = logging.getLogger("harpia")
 
@@ -55,46 +61,38 @@ CLOCK_HZ = 16
 EARLY_DATA_LIMIT = 64 * 1024
 
 
-class LogThrottle:
-    """One warning per ``every`` seconds for an event a hostile client can cause thousands
-    of times a second; the next warning says how many were left out meanwhile."""
+class MountedApps(Protocol):
+    """What a listener needs from the ASGI apps mounted on the app (``harpia.asgi``)."""
 
-    __slots__ = ("every", "_logged_at", "_suppressed")
-
-    def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._logged_at: float | None = None
-        self._suppressed = 0
-
-    def warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if self._logged_at is not None and now - self._logged_at < self.every:
-            self._suppressed += 1
-            return
-        if self._suppressed:
-            message += " (%d more since the last report)"
-            args += (self._suppressed,)
-        logger.warning(message, *args)
-        self._logged_at = now
-        self._suppressed = 0
+    async def listener_started(self, listener: Listener) -> None: ...
+    async def listener_stopping(self, listener: Listener, timeout: float) -> None: ...
+    def match(self, path: str) -> object | None: ...
+    def take_over(self, listener: Listener, transport: asyncio.Transport, head: RequestHead,
+                  trailing: bytes) -> None: ...
+    def websocket_routes(self) -> list[WebSocketRoute]: ...
 
 
-def make_ssl_context(tls: Mapping[str, Any] | ssl.SSLContext | None) -> ssl.SSLContext | None:
-    """``{"key": path, "cert": path}`` (optionally ``"passphrase"``, ``"ca"``) or a context."""
-    if tls is None or isinstance(tls, ssl.SSLContext):
-        return tls
-    if not isinstance(tls, Mapping):
-        raise ConfigurationError("tls must be a mapping with 'key' and 'cert', or an ssl.SSLContext")
-    unknown = set(tls) - {"key", "cert", "passphrase", "ca"}
-    if unknown:
-        raise ConfigurationError(f"unknown tls option(s): {', '.join(sorted(unknown))}")
-    if "cert" not in tls or "key" not in tls:
-        raise ConfigurationError("tls needs both 'cert' and 'key' (paths to PEM files)")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(tls["cert"]), str(tls["key"]), tls.get("passphrase"))
-    if tls.get("ca"):
-        context.load_verify_locations(str(tls["ca"]))
-    return context
+class ServedApp(Protocol):
+    """What a listener needs from the app it serves: settings, routes, hub, ASGI mounts."""
+
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def close_timeout(self) -> float: ...
+    @property
+    def max_connections(self) -> int | None: ...
+    @property
+    def max_pending_handshakes(self) -> int | None: ...
+    @property
+    def max_pending_tls_handshakes(self) -> int | None: ...
+    @property
+    def busy_poll(self) -> float: ...
+    @property
+    def router(self) -> Router[WebSocketRoute | HttpRoute]: ...
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def asgi(self) -> MountedApps | None: ...
 
 
 class Listener:
@@ -102,7 +100,7 @@ class Listener:
 
     def __init__(
         self,
-        app: App,
+        app: ServedApp,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -146,7 +144,9 @@ class Listener:
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self.accepting = False
-        self._live: set[ServerWebSocket[Any]] = set()
+        # Every connection this listener upgraded that has not ended yet, open or closing
+        # (``connections`` holds the open ones): their memory is still held.
+        self._held: set[ServerWebSocket[Any]] = set()
         #: Connections of this listener still in their TLS handshake (also in _handshaking).
         self.tls_handshaking = 0
         # Connections still in their HTTP stage, each with its deadline (handshake_timeout
@@ -175,19 +175,21 @@ class Listener:
         """Serve connections handed over with ``loop.connect_accepted_socket`` (the test
         client), without a listening socket."""
         self._prepare()
-        if self.app._asgi is not None:
-            await self.app._asgi.listener_started(self)    # ASGI lifespan startup
+        if self.app.asgi is not None:
+            await self.app.asgi.listener_started(self)    # ASGI lifespan startup
         self._start_sweeper()
-        self.app._listeners.append(self)
         try:
-            await self.app._backplane_start(self)
+            await self.app.hub.attach(self)
         except BaseException:
             await self.stop()
             raise
         return self
 
     def _start_sweeper(self) -> None:
-        timeouts = [r.options.idle_timeout for r in self.app._ws_routes() if r.options.idle_timeout]
+        routes = [r for r in self.app.router.routes() if isinstance(r, WebSocketRoute)]
+        if self.app.asgi is not None:    # ASGI WebSockets run on a route of their mount
+            routes += self.app.asgi.websocket_routes()
+        timeouts = [r.options.idle_timeout for r in routes if r.options.idle_timeout]
         if timeouts:
             self._sweep_every = max(0.05, min(1.0, min(timeouts) / 8))
             self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
@@ -195,8 +197,8 @@ class Listener:
     async def start(self) -> Listener:
         """Bind and start accepting; ``app.serve`` calls it on ``async with``."""
         self._prepare()
-        if self.app._asgi is not None:
-            await self.app._asgi.listener_started(self)    # ASGI lifespan startup
+        if self.app.asgi is not None:
+            await self.app.asgi.listener_started(self)    # ASGI lifespan startup
         sock = self.sock
         if self.unix is not None:
             sock = bind_unix(self.unix, self.backlog)
@@ -218,13 +220,12 @@ class Listener:
             )
         bound = self._server.sockets[0].getsockname()
         self._port = int(bound[1]) if isinstance(bound, tuple) else 0
+        self._start_sweeper()
         try:
-            await self.app._backplane_start(self)
+            await self.app.hub.attach(self)
         except BaseException:
             await self.stop()
             raise
-        self._start_sweeper()
-        self.app._listeners.append(self)
         return self
 
     @property
@@ -269,22 +270,20 @@ class Listener:
             self._handshake_timer = None
         for protocol in list(self._handshaking):
             protocol.abort()
-        for ws in list(self._live):
+        for ws in list(self._held):
             ws.start_closing_for_shutdown(code)
-        if self._live:
+        if self._held:
             self._all_gone = asyncio.Event()
             try:
                 await asyncio.wait_for(self._all_gone.wait(), wait)
             except asyncio.TimeoutError:
-                for ws in list(self._live):
+                for ws in list(self._held):
                     ws.terminate()
                 await asyncio.sleep(0)
-        if self.app._asgi is not None:
-            await self.app._asgi.listener_stopping(self, wait)
+        if self.app.asgi is not None:
+            await self.app.asgi.listener_stopping(self, wait)
         self._server = None
-        if self in self.app._listeners:
-            self.app._listeners.remove(self)
-        await self.app._backplane_stop(self)
+        await self.app.hub.detach(self)
 
     async def __aenter__(self) -> Listener:
         if not self.accepting:
@@ -300,8 +299,9 @@ class Listener:
     # ------------------------------------------------------------------ bookkeeping
 
     def connection_opened(self, ws: ServerWebSocket[Any]) -> None:
-        self._live.add(ws)
-        per_address = self.app._per_address
+        self._held.add(ws)
+        self.connections.add(ws)
+        per_address = self.app.hub.per_address
         if per_address is not None and ws.remote_address is not None:
             per_address.add(ws.remote_address[0])
 
@@ -322,33 +322,44 @@ class Listener:
             protocol.timed_out()            # removes it from _handshaking
 
     def connection_ended(self, ws: ServerWebSocket[Any]) -> None:
-        self._live.discard(ws)
-        per_address = self.app._per_address
+        self._held.discard(ws)
+        per_address = self.app.hub.per_address
         if per_address is not None and ws.remote_address is not None:
             per_address.remove(ws.remote_address[0])
-        if not self._live and self._all_gone is not None:
+        if not self._held and self._all_gone is not None:
             self._all_gone.set()
 
-    def note_protocol_error(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
+    def connection_closing(self, ws: ServerWebSocket[Any]) -> None:
+        self.connections.discard(ws)
+
+    def handshakes_in_progress(self) -> int:
+        """TCP connections of this listener still in their HTTP stage."""
+        return len(self._handshaking)
+
+    def connections_held(self) -> int:
+        """WebSocket connections of this listener, open or closing."""
+        return len(self._held)
+
+    def protocol_error(self, ws: ServerWebSocket[Any], code: int, reason: str) -> None:
         self._protocol_errors.warn("closing %s %s from %s with %d: %s",
                                    ws.id, ws.path, ws.remote_address, code, reason)
 
     # The caps are the app's, over all its listeners; this one is counted even while it
-    # starts (before it is in app._listeners).
+    # starts (before the hub lists it).
     def pending_handshakes(self) -> int:
         """TCP connections of the app still in their HTTP stage (head, upgrade hook)."""
         return len(self._handshaking) + sum(
-            len(other._handshaking) for other in self.app._listeners if other is not self)
+            other.handshakes_in_progress() for other in self.app.hub.servers if other is not self)
 
     def pending_tls_handshakes(self) -> int:
         """TCP connections of the app still in their TLS handshake."""
         return self.tls_handshaking + sum(
-            other.tls_handshaking for other in self.app._listeners if other is not self)
+            other.tls_handshaking for other in self.app.hub.servers if other is not self)
 
     def open_connections(self) -> int:
         """WebSocket connections of the app, open or closing (their memory is still held)."""
-        return len(self._live) + sum(
-            len(other._live) for other in self.app._listeners if other is not self)
+        return len(self._held) + sum(
+            other.connections_held() for other in self.app.hub.servers if other is not self)
 
     def _sweep(self) -> None:
         """Idle timeouts for every connection, with one timer per listener (not per socket)."""
@@ -362,9 +373,8 @@ class Listener:
             idle = ((now - ws.last_seen) & 0xFFFFFFFF) / CLOCK_HZ
             if idle >= timeout:
                 ws.close(1001, "idle timeout")
-            elif options.send_pings and idle >= timeout / 2 and not ws._ping_outstanding:
-                ws._ping_outstanding = True
-                ws.ping()
+            elif options.send_pings and idle >= timeout / 2:
+                ws.keepalive_ping()
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
 
@@ -376,16 +386,18 @@ def _clock_now() -> int:
 class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
-    __slots__ = ("listener", "transport", "parser", "busy", "early", "early_size", "task",
+    __slots__ = ("listener", "transport", "parser", "head_received", "held_data", "held_size", "task",
                  "tls_pending", "proxy", "client")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpRequestParser()
-        self.busy = False
-        self.early: list[bytes] | None = None
-        self.early_size = 0
+        #: The head is complete: what arrives now is not parsed but kept for the connection.
+        self.head_received = False
+        #: Bytes received while not parsing (see data_received), handed on later.
+        self.held_data: list[bytes] | None = None
+        self.held_size = 0
         # The async upgrade hook or GET handler in progress: cancelled when the client
         # goes away or the handshake times out, so neither it nor the slot outlives them.
         self.task: asyncio.Future[Any] | None = None
@@ -447,7 +459,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = tls  # type: ignore[assignment]
         self._tls_over()
         # Bytes decrypted right after the handshake, before this coroutine resumed.
-        early, self.early, self.early_size = self.early, None, 0
+        early, self.held_data, self.held_size = self.held_data, None, 0
         if early:
             self.data_received(b"".join(early))
 
@@ -483,13 +495,13 @@ class HttpProtocol(asyncio.Protocol):
             data = self._proxy_header(data)
             if not data:
                 return
-        if self.busy or self.tls_pending:
+        if self.head_received or self.tls_pending:
             # Frames sent right behind the request, while an async upgrade hook runs.
-            if self.early is None:
-                self.early = []
-            self.early.append(data)
-            self.early_size += len(data)
-            if self.early_size >= EARLY_DATA_LIMIT:
+            if self.held_data is None:
+                self.held_data = []
+            self.held_data.append(data)
+            self.held_size += len(data)
+            if self.held_size >= EARLY_DATA_LIMIT:
                 self.transport.pause_reading()
             return
         try:
@@ -499,7 +511,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if head is None:
             return
-        self.busy = True
+        self.head_received = True
         self.transport.pause_reading()
         try:
             self._dispatch(head)
@@ -516,7 +528,7 @@ class HttpProtocol(asyncio.Protocol):
             header = self.proxy.feed(data)
         except ProxyProtocolError as exc:
             self.listener._refused_connections.warn("dropping a connection: %s", exc.message)
-            self.listener.app._stats.handshake_failures[400] += 1
+            self.listener.app.hub.stats.handshake_failures[400] += 1
             self.abort()
             return b""
         if header is None:
@@ -533,7 +545,7 @@ class HttpProtocol(asyncio.Protocol):
     def _respond(self, response: bytes) -> None:
         status = int(response[9:12])
         if status >= 400:
-            self.listener.app._stats.handshake_failures[status] += 1
+            self.listener.app.hub.stats.handshake_failures[status] += 1
         self._done()
         transport = self.transport
         if not transport.is_closing():
@@ -544,10 +556,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _dispatch(self, head: RequestHead) -> None:
         app = self.listener.app
-        found = app._router.match(head.path)
-        if found is None and app._asgi is not None and app._asgi.match(head.path) is not None:
+        found = app.router.match(head.path)
+        if found is None and app.asgi is not None and app.asgi.match(head.path) is not None:
             self._done()                  # from here the ASGI side keeps its own deadlines
-            app._asgi.take_over(self.listener, self.transport, head, self.parser.trailing)
+            app.asgi.take_over(self.listener, self.transport, head, self.parser.trailing)
             return
         if found is None:
             self._respond(response_http(404, "not found\n", head_only=head.method == "HEAD"))
@@ -607,7 +619,7 @@ class HttpProtocol(asyncio.Protocol):
             listener._refused_upgrades.warn(
                 "answering upgrades with 503: %d WebSocket connections (max_connections)", cap)
             raise HandshakeError(503, "server at capacity, try again later", {"Retry-After": "5"})
-        per_address = listener.app._per_address
+        per_address = listener.app.hub.per_address
         if per_address is not None:
             peer = self.client = self._peer()
             if peer is not None and per_address.full(peer[0]):
@@ -637,10 +649,8 @@ class HttpProtocol(asyncio.Protocol):
         if data is None and route.options.data is not None:
             data = route.options.data()
         ws: ServerWebSocket[Any] = ServerWebSocket(
-            listener.app, route, listener, transport, head, params, self.client,
-            subprotocol, listener.secure)
-        if data is not None:
-            ws._data = data
+            listener.app.hub, route, listener, transport, head, params, self.client,
+            subprotocol, listener.secure, data)
         extensions = None
         if agreement is not None and deflate is not None:
             extensions = ws.extensions = agreement.response
@@ -657,13 +667,14 @@ class HttpProtocol(asyncio.Protocol):
         # without the -1 that arms drain (then every send is 0 and drain never comes).
         # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
         transport.set_write_buffer_limits(high=1, low=0)
-        latency = listener.app._latency
-        if accepted_at is not None and (latency is not None or listener.app._tracer is not None):
+        hub = listener.app.hub
+        latency, tracer = hub.latency, hub.tracer
+        if accepted_at is not None and (latency is not None or tracer is not None):
             elapsed = listener.loop.time() - accepted_at + listener.handshake_timeout
             if latency is not None:
                 latency.upgrade.observe(elapsed)
-            if listener.app._tracer is not None:
-                listener.app._tracer.upgraded(ws, elapsed)
+            if tracer is not None:
+                tracer.upgraded(ws, elapsed)
         # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
         # transport queues what writelines() gets without calling pause_writing, so the
         # backpressure limit would never be seen; two write()s cost no copy either.
@@ -671,11 +682,11 @@ class HttpProtocol(asyncio.Protocol):
         listener.connection_opened(ws)
         # The handshake's lookups are done; the index would be kept for the connection's life.
         head.headers.compact()
-        ws._opened()
+        ws.handshake_completed()
         early = self.parser.trailing
-        if self.early:
-            early += b"".join(self.early)
-            self.early = None
+        if self.held_data:
+            early += b"".join(self.held_data)
+            self.held_data = None
         if early:
             ws.data_received(early)
         # Unless the engine paused it meanwhile (the early bytes filled the inbound backlog
@@ -734,3 +745,37 @@ class HttpProtocol(asyncio.Protocol):
 
 def _content_type(body: str | bytes) -> str:
     return "text/plain; charset=utf-8" if isinstance(body, str) else "application/octet-stream"
+
+
+async def serve_until_signal(listener: Listener,
+                             on_listening: Callable[[], object] | None = None) -> None:
+    """Start ``listener``, serve until SIGINT/SIGTERM (when on the main thread), then stop
+    it gracefully (1001 to every client).  ``on_listening`` runs once it listens."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    await listener.start()
+    if logger.hasHandlers():
+        logger.info("harpia listening on %s", listener.url)
+    else:  # nobody configured logging: still say where we are, once
+        print(f"harpia listening on {listener.url}", flush=True)
+    if on_listening is not None:
+        on_listening()
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down: closing %d connection(s)", listener.connections_held())
+        await listener.stop()
+
+
+def run(main: Coroutine[Any, Any, Any]) -> None:
+    """Run a coroutine on uvloop when it is installed (it is a dependency), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

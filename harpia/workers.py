@@ -84,11 +84,11 @@ def run_workers(
         raise ConfigurationError("workers > 1 needs fork(): not available on this platform")
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigurationError("workers > 1 needs SO_REUSEPORT: not available on this platform")
-    from .server import make_ssl_context
+    from .tls import make_ssl_context
 
     # Load certificates once, here: a bad path fails before any process starts.
     context = make_ssl_context(tls)
-    if app._backplane is None:
+    if app.hub.backplane is None:
         logger.info("%d workers without pubsub: app.publish reaches only the connections of "
                     "the worker that publishes", workers)
     options = dict(listener_options or {})
@@ -446,14 +446,14 @@ def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
     """The body of a worker process (forked: ``app`` is the parent's object, copied)."""
     import asyncio
 
-    from .app import run
+    from .server import run
     from .reload import serve_worker
     from .worker_metrics import WorkerMetrics
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the loop installs its own
         signal.signal(sig, signal.SIG_DFL)
     _stop_with_parent(parent)
-    app._worker_metrics = WorkerMetrics(*metrics)
+    app.worker_metrics = WorkerMetrics(*metrics)
     for fd in inherited:  # the parent's ends: the wake-up pipe, the reservation, other pipes
         try:
             os.close(fd)
@@ -463,7 +463,7 @@ def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
     async def serve() -> None:
         task = asyncio.ensure_future(serve_worker(app, host, port, tls, **where))
         # The serving path registers its listener once it is bound (and the backplane is up).
-        while not task.done() and not app._listeners:
+        while not task.done() and not app.hub.servers:
             await asyncio.sleep(0.005)
         if not task.done():
             report.send(("ready", os.getpid()))

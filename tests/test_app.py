@@ -10,8 +10,13 @@ from wsclient import ws_connect
 import harpia
 from harpia import App, ConfigurationError, Listener, RouteOptions
 from harpia.options import route_options
+from harpia.routing import WebSocketRoute
 
 MiB = 1024 * 1024
+
+
+def ws_routes(app: App) -> list[WebSocketRoute]:
+    return [route for route in app.router.routes() if isinstance(route, WebSocketRoute)]
 
 
 def test_exports() -> None:
@@ -64,7 +69,7 @@ def test_ws_accepts_a_mapping_or_an_object() -> None:
     app.ws("/a", {"message": lambda ws, m: None})
     app.ws("/b", Handlers())
     app.ws("/c", {})
-    assert sorted(r.pattern for r in app._ws_routes()) == ["/a", "/b", "/c"]
+    assert sorted(r.pattern for r in ws_routes(app)) == ["/a", "/b", "/c"]
 
 
 def test_ws_registration_errors_name_the_key() -> None:
@@ -75,7 +80,7 @@ def test_ws_registration_errors_name_the_key() -> None:
         app.ws("/x", {"message": "echo"})
     with pytest.raises(TypeError, match="'close'"):
         app.ws("/x", {"close": lambda ws, code, reason, extra: None})
-    assert app._ws_routes() == []                   # nothing half-registered
+    assert ws_routes(app) == []                   # nothing half-registered
 
 
 def test_a_path_is_registered_once_across_ws_and_get() -> None:
@@ -118,7 +123,7 @@ def test_route_options_are_kept_on_the_route() -> None:
     app.ws("/", {}, max_payload_length=10, idle_timeout=0.5, send_pings=False,
            backpressure_limit=2048, close_on_backpressure_limit=True, publish_to_self=True,
            subprotocols=["b", "a"], origins=["https://Example.com/"], data=dict)
-    options = app._ws_routes()[0].options
+    options = ws_routes(app)[0].options
     assert (options.max_payload_length, options.idle_timeout, options.send_pings) == (10, 0.5, False)
     assert (options.backpressure_limit, options.close_on_backpressure_limit) == (2048, True)
     assert options.publish_to_self is True
@@ -152,7 +157,7 @@ def test_bad_route_options_name_the_key(key: str, value: object) -> None:
     app = harpia.harpia()
     with pytest.raises(ConfigurationError, match=repr(key)):
         app.ws("/", {}, **{key: value})
-    assert app._ws_routes() == []
+    assert ws_routes(app) == []
 
 
 def test_unknown_route_option_names_it_and_lists_the_known() -> None:

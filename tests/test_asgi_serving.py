@@ -231,7 +231,7 @@ def test_cli_tells_asgi_apps_from_factories(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     for attribute in ("asgi", "make_asgi"):
         served = load_app(f"cli_targets:{attribute}")
-        assert served._asgi is not None and served._asgi.mounts[0].app.__name__ == "asgi"
-    assert load_app("cli_targets:make_app")._asgi is None
+        assert served.asgi is not None and served.asgi.mounts[0].app.__name__ == "asgi"
+    assert load_app("cli_targets:make_app").asgi is None
     with pytest.raises(SystemExit, match="nor an ASGI app"):
         load_app("cli_targets:nothing")

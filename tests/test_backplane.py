@@ -68,7 +68,7 @@ SERVER_SCRIPT = """
 import asyncio, signal, sys
 sys.path.insert(0, {tests!r})
 from test_backplane import make_app
-from harpia.app import run
+from harpia.server import run
 
 app = make_app(sys.argv[1])
 
@@ -246,8 +246,8 @@ async def test_subscription_churn_leaves_no_stale_channels(redis_server: RedisSe
         for client in clients:
             client.reset()
         await eventually(lambda: not redis_server.channels("*"), what="no channel left")
-        assert apps[0]._backplane is not None
-        assert not apps[0]._topics.topics() and not apps[1]._topics.topics()
+        assert apps[0].hub.backplane is not None
+        assert not apps[0].hub.topics.topics() and not apps[1].hub.topics.topics()
 
 
 # ---------------------------------------------------------------- broker faults
@@ -334,8 +334,8 @@ async def test_redis_down_at_start_is_a_clear_error() -> None:
         async with app.serve():
             pass
     assert time.monotonic() - started < 3
-    assert not app._listeners and app._topics.on_first_subscriber is None
-    assert app._backplane_task is None  # a later start tries again
+    assert not app.hub.servers and app.hub.topics.on_first_subscriber is None
+    assert not app.hub.backplane_running  # a later start tries again
 
 
 async def test_retry_at_start_serves_locally_until_redis_comes() -> None:
@@ -441,7 +441,7 @@ async def test_a_backplane_object_plugs_in() -> None:
         close_all((c1, c2))
     assert fake.calls == [("start", []), ("subscribe", "news"), ("publish", "news", "hi"),
                           ("unsubscribe", "news"), ("stop",)]
-    assert app._topics.on_first_subscriber is None
+    assert app.hub.topics.on_first_subscriber is None
 
 
 async def test_publish_threadsafe_reaches_other_processes(redis_server: RedisServer) -> None:
@@ -463,8 +463,8 @@ async def test_publish_threadsafe_reaches_other_processes(redis_server: RedisSer
 
 
 def test_pubsub_settings_are_checked() -> None:
-    assert harpia()._backplane is None  # the in-process registry is the default
-    assert isinstance(harpia(pubsub="redis://127.0.0.1:1/0")._backplane, RedisBackplane)
+    assert harpia().hub.backplane is None  # the in-process registry is the default
+    assert isinstance(harpia(pubsub="redis://127.0.0.1:1/0").hub.backplane, RedisBackplane)
     with pytest.raises(ConfigurationError, match="redis://"):
         harpia(pubsub="http://localhost:6379")
     with pytest.raises(ConfigurationError, match="backplane object"):
@@ -487,4 +487,4 @@ async def test_listeners_on_two_loops_are_refused(redis_server: RedisServer) -> 
             return None
         error = await asyncio.to_thread(other_loop)
         assert isinstance(error, ConfigurationError), error
-        assert len(app._listeners) == 1
+        assert len(app.hub.servers) == 1

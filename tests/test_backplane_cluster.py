@@ -156,8 +156,8 @@ async def test_subscriptions_are_batched_per_slot(cluster: RedisCluster) -> None
                              timeout=15, what="200 topics subscribed")
             # One loop turn's first subscribers: one SSUBSCRIBE per slot, not per topic.
             assert await asyncio.to_thread(ssubscribe_calls) == before + len(slots)
-            assert app._backplane is not None
-            shards = app._backplane.shards  # type: ignore[attr-defined]
+            assert app.hub.backplane is not None
+            shards = app.hub.backplane.shards  # type: ignore[attr-defined]
             assert {int(name.rpartition(":")[2]) for name in shards} == owners
             assert sum(shards.values()) == 200
         finally:

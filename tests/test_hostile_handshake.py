@@ -119,7 +119,7 @@ async def test_frames_behind_the_request_are_bounded_while_a_hook_runs() -> None
             await asyncio.sleep(0.3)
             protocols = [p for p in server._handshaking]
             assert len(protocols) == 1
-            held = protocols[0].early_size
+            held = protocols[0].held_size
             assert 0 < held < 64 * 1024 + 300 * 1024, held   # the bound plus one read
             release.set()
             assert (await client.read_response()).status == 101

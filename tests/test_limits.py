@@ -48,7 +48,7 @@ async def test_connections_per_ip() -> None:
         assert (await first.recv_frame()).opcode == CLOSE
         first.sock.close()
         for _ in range(200):
-            if app._per_address is not None and app._per_address.counts.get("127.0.0.1") == 1:
+            if app.hub.per_address is not None and app.hub.per_address.counts.get("127.0.0.1") == 1:
                 break
             await asyncio.sleep(0.01)
         fourth = await RawClient.open(server.port)

@@ -379,8 +379,8 @@ async def test_serve_reports_port_and_url() -> None:
     async with app.serve(port=0) as server:
         assert server.port > 0
         assert server.url == f"ws://127.0.0.1:{server.port}"
-        assert server in app._listeners
-    assert server not in app._listeners
+        assert server in app.hub.servers
+    assert server not in app.hub.servers
 
 
 async def test_handler_can_reach_its_listener() -> None:

@@ -231,7 +231,7 @@ async def test_subscriptions_are_dropped_at_close() -> None:
             assert await b.recv() == "after a left"
         assert await mailbox.get() == ("closed", [])
         assert app.websocket.subscriber_count("x") == app.websocket.subscriber_count("y") == 0
-        assert app._topics.topics() == []
+        assert app.hub.topics.topics() == []
 
 
 async def test_subscribe_after_close_is_refused() -> None:

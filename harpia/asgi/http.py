@@ -227,7 +227,7 @@ class HttpConnection(asyncio.Protocol):
         limits = mounts.head_limits
         self.max_request_line, self.max_header_line, self.max_headers, self.max_head_size = limits
         self.parser = httptools.HttpRequestParser(self)
-        self.router = app._router
+        self.router = app.router
         self.cycle: RequestCycle | None = None       # the request being answered
         self.filling: RequestCycle | None = None     # the request being parsed
         self.pending: deque[RequestCycle] = deque()  # parsed, waiting their turn
@@ -573,7 +573,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _fail(self, status: int, message: str) -> None:
         self.closing = True
-        self.listener.app._stats.handshake_failures[status] += 1
+        self.listener.app.hub.stats.handshake_failures[status] += 1
         transport = self.transport
         if not transport.is_closing():
             transport.write(response_http(status, message))

@@ -23,7 +23,7 @@ from .options import HttpOptions, mount_options
 from .websocket import AsgiWebSocket, websocket_route
 
 if TYPE_CHECKING:
-    from ..app import App, WebSocketRoute
+    from ..routing import WebSocketRoute
     from ..server import Listener
 
 __all__ = ["AsgiApp", "AsgiMounts", "Mount"]
@@ -59,8 +59,7 @@ class Mount:
 class AsgiMounts:
     """The ASGI apps of one harpia app, longest prefix first."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self.mounts: list[Mount] = []
         self.connections: set[HttpConnection] = set()
         self.sockets: set[AsgiWebSocket] = set()
@@ -83,6 +82,10 @@ class AsgiMounts:
         http, route_opts = mount_options(options)
         self.mounts.append(Mount(prefix, asgi_app, http, websocket_route(path, route_opts)))
         self.mounts.sort(key=lambda m: len(m.prefix), reverse=True)
+
+    def websocket_routes(self) -> list[WebSocketRoute]:
+        """The routes the mounts' WebSockets run on (idle timeouts and pings apply)."""
+        return [mount.route for mount in self.mounts]
 
     def match(self, path: str) -> Mount | None:
         """The mount whose prefix is ``path`` or a whole-segment prefix of it."""

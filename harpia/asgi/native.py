@@ -10,14 +10,12 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..http_head import Headers, RequestHead
 from ..http_response import Response
 from ..request import Request
-
-if TYPE_CHECKING:
-    from ..app import HttpRoute, WebSocketRoute
+from ..routing import HttpRoute, WebSocketRoute
 
 __all__ = ["native_route_app"]
 

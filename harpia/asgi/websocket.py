@@ -33,9 +33,9 @@ from ..handshake import check_websocket_request, parse_extension_offers, parse_h
 from ..http_head import RequestHead
 from ..http_response import error_response, response_101, response_http
 from ..options import RouteOptions
+from ..routing import WebSocketRoute
 
 if TYPE_CHECKING:
-    from ..app import WebSocketRoute
     from ..server import Listener
     from .mount import AsgiMounts, Mount
 
@@ -67,8 +67,6 @@ def _on_drain(ws: AsgiServerWebSocket) -> None:
 
 def websocket_route(path: str, options: RouteOptions) -> WebSocketRoute:
     """The route every ASGI WebSocket of a mount runs on (its handlers feed the session)."""
-    from ..app import WebSocketRoute  # the route type lives with the app's routes
-
     return WebSocketRoute(path, bind_handlers({"close": _on_close, "drain": _on_drain}), options)
 
 
@@ -194,7 +192,7 @@ class AsgiWebSocket(asyncio.Protocol):
         """Refuse the handshake with an HTTP response and close."""
         status = int(response[9:12])
         if status >= 400:
-            self.listener.app._stats.handshake_failures[status] += 1
+            self.listener.app.hub.stats.handshake_failures[status] += 1
         self._end_connecting()
         transport = self.transport
         if not transport.is_closing():
@@ -232,7 +230,7 @@ class AsgiWebSocket(asyncio.Protocol):
                  for name, value in message.get("headers") or ()]
         deflate = route.options.deflate
         agreement = None if deflate is None else negotiate(parse_extension_offers(head), deflate)
-        ws = AsgiServerWebSocket(app, route, listener, transport, head, {}, UNRESOLVED,
+        ws = AsgiServerWebSocket(app.hub, route, listener, transport, head, {}, UNRESOLVED,
                                  subprotocol, listener.secure)
         ws.session = self
         ws.bind_message_handler(self.message_received, 2, False)
@@ -254,7 +252,7 @@ class AsgiWebSocket(asyncio.Protocol):
         ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None),
                   transport.get_write_buffer_size)
         listener.connection_opened(ws)
-        ws._opened()
+        ws.handshake_completed()
         early, self.early = self.early, b""
         if early:
             ws.data_received(early)

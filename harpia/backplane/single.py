@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import BackplaneError, ConfigurationError
+from ..log_throttle import LogThrottle
 from .envelope import _BINARY, _RECORD, _TEXT, ENVELOPE_LIMIT, MAGIC, ORIGIN_BYTES, frames_of
 from .protocol import Deliver
 
@@ -128,8 +129,7 @@ class RedisBackplane:
         self._open: dict[str, bytearray] = {}
         self._pending = 0
         self._received_count = 0
-        self._drop_logged_at = -1e9
-        self._drops_unlogged = 0
+        self._drop_log = LogThrottle()
 
     def __repr__(self) -> str:
         state = "up" if self._up else ("stopped" if self._loop is None else "down")
@@ -291,15 +291,8 @@ class RedisBackplane:
         self.stats["dropped"] += 1
         if not self._up:
             return  # the outage itself was logged
-        now = time.monotonic()
-        if now - self._drop_logged_at < 10.0:
-            self._drops_unlogged += 1
-            return
-        more = f" ({self._drops_unlogged} more since the last report)" if self._drops_unlogged else ""
-        logger.warning("pubsub backplane: over %d bytes queued for Redis; a message was "
-                       "delivered locally only%s", self.max_pending, more)
-        self._drop_logged_at = now
-        self._drops_unlogged = 0
+        self._drop_log.warn("pubsub backplane: over %d bytes queued for Redis; a message was "
+                            "delivered locally only", self.max_pending)
 
     # ------------------------------------------------------------------ connection
 
