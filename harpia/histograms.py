@@ -105,7 +105,11 @@ class Latencies:
         """A publish reached subscribers: its frames are written when the loop turn's
         output is flushed, which was scheduled before this callback."""
         if not self._published:
-            asyncio.get_running_loop().call_soon(self._written)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:        # a publish from outside the loop: nothing to time
+                return
+            loop.call_soon(self._written)
         self._published.append(time.perf_counter())
 
     def _written(self) -> None:

@@ -10,7 +10,13 @@ import pytest
 from wsclient import TEXT, RawClient
 
 from harpia import ConfigurationError, harpia
-from harpia.histograms import HANDLER_SAMPLE, Histogram, add_snapshots, prometheus_histogram
+from harpia.histograms import (
+    HANDLER_SAMPLE,
+    Histogram,
+    Latencies,
+    add_snapshots,
+    prometheus_histogram,
+)
 
 
 def test_buckets_and_export() -> None:
@@ -76,3 +82,9 @@ async def test_off() -> None:
     assert "seconds" not in app.metrics_text()
     with pytest.raises(ConfigurationError, match="latency_histograms"):
         harpia(latency_histograms=1)  # type: ignore[arg-type]
+
+
+def test_a_publish_outside_the_loop_is_not_timed() -> None:
+    latencies = Latencies()
+    latencies.published()                   # from a thread, say: no loop to time it on
+    assert latencies.publish.count == 0 and latencies._published == []
