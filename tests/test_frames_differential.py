@@ -31,7 +31,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_frames_helpers import (BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame,
+from frame_builder import (BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame,
                                  close_code_sent, decode_frames, draw_splits, feed_in_pieces,
                                  normalize, utf8_valid_prefix)
 from wsproto.frame_protocol import (CloseReason, Frame, FrameProtocol, MessageDecoder, Opcode,

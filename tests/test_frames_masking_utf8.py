@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_frames_helpers import xor
+from frame_builder import xor
 
 from harpia._frames import apply_mask, unmask_inplace, utf8_valid
 

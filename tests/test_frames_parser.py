@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_frames_helpers import (BINARY, CLOSE, CONT, PING, PONG, TEXT, cf, close_code_sent,
+from frame_builder import (BINARY, CLOSE, CONT, PING, PONG, TEXT, cf, close_code_sent,
                                  close_payload, describe_output, draw_splits, every_byte, feed_in_pieces,
                                  normalize, run, sf)
 

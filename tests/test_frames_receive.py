@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_frames_helpers import BINARY, CONT, PING, TEXT, cf, normalize
+from frame_builder import BINARY, CONT, PING, TEXT, cf, normalize
 
 from harpia._frames import Cork, FrameEngine
 

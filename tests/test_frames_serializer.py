@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_frames_helpers import (BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame,
+from frame_builder import (BINARY, CLOSE, CONT, PING, PONG, TEXT, build_frame,
                                  decode_frames, describe_output)
 from websockets.frames import Frame as WsFrame
 from websockets.streams import StreamReader

@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
-from harpia import ServerWebSocket, harpia
+import pytest
+
+from harpia import HandshakeError, ServerWebSocket, harpia
 from harpia.testing import TestClient
 
 
@@ -44,10 +46,9 @@ async def test_counters_follow_traffic_and_closes() -> None:
         assert stats["backpressure_events"] == 1
         assert stats["dropped"] > 0
         await ws.close(4000)
-        try:
+        with pytest.raises(HandshakeError) as refused:
             await client.connect("/missing")
-        except Exception:
-            pass
+        assert refused.value.status == 404
     stats = app.stats()
     assert stats["connections_open"] == 0
     assert stats["closes_by_code"][4000] == 1
