@@ -450,9 +450,7 @@ def wsload_command(scenario: Scenario, port: int, server_pid: int, cfg: RunConfi
             args += ["--messages", str(messages), "--warmup", str(min(cfg.warmup, 0.5))]
         else:
             args += ["--duration", str(cfg.duration), "--warmup", str(cfg.warmup)]
-    else:
-        args += ["--server-pid", str(server_pid)]
-    return args
+    return [*args, "--server-pid", str(server_pid)]  # idle: its RSS; the others: its CPU over the window
 
 
 def run_wsload(server: ServerProcess, scenario: Scenario, cfg: RunConfig) -> dict[str, Any]:
@@ -478,10 +476,29 @@ def run_wsload(server: ServerProcess, scenario: Scenario, cfg: RunConfig) -> dic
         # Everything else the machine did meanwhile (other processes, unattributed softirq time):
         # more than a few % means the numbers are disturbed.
         result["other_cpu_pct"] = round(max(0.0, 100.0 * (busy - (cpu1 - cpu0) - wsload_cpu) / wall), 1)
+    result["server_cpu_us_per_unit"] = cpu_us_per_unit(result)
     if proc.stderr.strip():
         result["stderr"] = proc.stderr.strip()
     result["command"] = " ".join(cmd)
     return result
+
+
+def work_done(result: dict[str, Any]) -> int | None:
+    """What the server did over the measured window, in the unit of the scenario's rate:
+    deliveries for broadcast, connections for connect, messages echoed otherwise."""
+    mode = result.get("mode")
+    if mode == "idle":
+        return None
+    key = "deliveries" if mode == "broadcast" else "messages"  # connect counts cycles in "messages"
+    return int(result[key]) if result.get(key) else None
+
+
+def cpu_us_per_unit(result: dict[str, Any]) -> float | None:
+    """Server CPU time (its process tree, from /proc, over the measured window) per unit of work, in µs."""
+    units, cpu_s = work_done(result), result.get("server_cpu_s")
+    if not units or cpu_s is None:
+        return None
+    return 1e6 * float(cpu_s) / units
 
 
 def scenario_unsupported(scenario: Scenario, server_name: str) -> str | None:
@@ -504,6 +521,7 @@ class Cell:
     loadgen_cpu: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
     other_cpu: list[float] = field(default_factory=list)
+    cpu_per_unit: list[float] = field(default_factory=list)  # server CPU µs per message/delivery/connection
     errors: list[str] = field(default_factory=list)
 
     def add(self, scenario: Scenario, result: dict[str, Any]) -> None:
@@ -516,6 +534,8 @@ class Cell:
             self.server_cpu.append(float(result["server_cpu_pct"]))
         if result.get("other_cpu_pct") is not None:
             self.other_cpu.append(float(result["other_cpu_pct"]))
+        if result.get("server_cpu_us_per_unit") is not None:
+            self.cpu_per_unit.append(float(result["server_cpu_us_per_unit"]))
 
     def median(self, key: str) -> float | None:
         vals = self.values.get(key)
@@ -564,6 +584,11 @@ def render_markdown(scenarios: list[Scenario], servers: list[str], cells: dict[t
                 else:
                     row.append(fmt_value(v))
             out.append("| " + " | ".join(row) + " |")
+        if sc.timed:
+            out.append(_cpu_row(sc, servers, cells, unavailable))
+    out += ["", "Server CPU per unit (↓): the server's process tree (utime + stime from /proc) over the "
+            "measured window, divided by the messages echoed (deliveries for broadcast, connections for "
+            "connect); a saturated load generator cannot hide the server's cost in it."]
     out += ["", "CPU use (median %, of one core): load generator over the measured window / server / rest of "
             "the machine, both over the whole load-generator run. A large third number means something else "
             "was running and the figures above are disturbed.", ""]
@@ -590,6 +615,23 @@ def render_markdown(scenarios: list[Scenario], servers: list[str], cells: dict[t
         out += ["", "Notes:", "", *notes]
     out += ["", "Environment:", "", *[f"- {line}" for line in environment()], f"- command: `{command}`", ""]
     return "\n".join(out)
+
+
+def _cpu_row(sc: Scenario, servers: list[str], cells: dict[tuple[str, str], Cell], unavailable: dict[str, str]) -> str:
+    unit = "delivery" if sc.args[1] == "broadcast" else "conn" if sc.args[1] == "connect" else "msg"
+    base = cells.get((sc.name, BASELINE))
+    base_v = statistics.median(base.cpu_per_unit) if base and base.cpu_per_unit else None
+    row = [sc.name, f"server CPU µs/{unit} ↓"]
+    for srv in servers:
+        cell = cells.get((sc.name, srv))
+        if srv in unavailable:
+            row.append("n/a")
+        elif cell is None or not cell.cpu_per_unit:
+            row.append("–")
+        else:
+            v = statistics.median(cell.cpu_per_unit)
+            row.append(f"{fmt_value(v)} ({v / base_v:.2f}×)" if base_v else fmt_value(v))
+    return "| " + " | ".join(row) + " |"
 
 
 def environment() -> list[str]:

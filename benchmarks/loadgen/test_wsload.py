@@ -251,3 +251,28 @@ def test_refused(wsload):
     port = e2e.free_port()  # nothing listens there
     rc, res, err = run(wsload, port, "--mode", "pingpong", "--messages", "10")
     assert rc == 1 and "refused" in err
+
+
+def test_server_cpu_counts_the_process_tree(wsload):
+    """--server-pid: the CPU of the process and its live children over the measured window only."""
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        with AwkwardServer("plain") as srv:
+            # the server is this process (a thread); the busy child is its descendant
+            rc, res, err = run(wsload, srv.port, "--mode", "pingpong", "--conns", "1", "--size", "32",
+                               "--duration", "1.5", "--server-pid", str(os.getpid()))
+    finally:
+        burner.kill()
+        burner.wait()
+    assert rc == 0, err
+    # the child spins a whole core when it gets one; on a loaded machine it gets less, never nothing
+    assert 0.1 <= res["server_cpu_s"] <= 2 * 1.5 * os.cpu_count() + 1
+    rc, res, err = run(wsload, 1, "--mode", "pingpong", "--conns", "1", "--messages", "1")
+    assert res.get("server_cpu_s") is None  # no window measured, no figure
+
+
+def test_server_cpu_absent_without_a_server_pid(wsload):
+    with AwkwardServer("plain") as srv:
+        rc, res, err = run(wsload, srv.port, "--mode", "pingpong", "--conns", "1", "--messages", "50")
+    assert rc == 0, err
+    assert res["server_cpu_s"] is None and res["messages"] == 50

@@ -83,6 +83,7 @@ static int g_next, g_pending, g_open, g_live;
 static long long g_inflight, g_budget, g_completed, g_deliveries, g_close_warn;
 static uint64_t g_t0, g_t_stop, g_t_last, g_phase_end, g_deadline, g_t_open0;
 static struct rusage g_ru0, g_ru1;
+static long long g_srv_ticks0 = -1, g_srv_ticks1 = -1; /* --server-pid tree's CPU over the measured window */
 /* broadcast */
 static uint64_t g_bseq, g_final_seq, g_next_sync, g_sync_deadline;
 static int g_final_set, g_final_hits, g_sync_done;
@@ -168,6 +169,9 @@ static void print_json(const char *error) {
     json_num("rss_after_kib", g_rss_after, cfg.mode == M_IDLE && g_rss_after >= 0);
     json_num("open_s", g_open_s, cfg.mode == M_IDLE && g_open_s > 0);
     json_num("loadgen_cpu_pct", el > 0 ? 100.0 * (cpu_s(&g_ru1) - cpu_s(&g_ru0)) / el : 0, measured);
+    json_num("server_cpu_s", (g_srv_ticks1 - g_srv_ticks0) / (double)sysconf(_SC_CLK_TCK),
+             measured && g_srv_ticks0 >= 0 && g_srv_ticks1 >= g_srv_ticks0);
+    printf(",\"deliveries\":%lld", g_deliveries);
     if (cfg.deflate)
         printf(",\"deflate\":true,\"deflate_level\":%d,\"inflates\":%lld,\"inflate_cache_hits\":%lld"
                ",\"compressed_bytes_in\":%lld", cfg.deflate_level, g_inflates, g_inflate_cache_hits, g_wire_in);
@@ -403,6 +407,7 @@ static void start_measure(void) {
     g_completed = g_deliveries = 0;
     hist_reset();
     getrusage(RUSAGE_SELF, &g_ru0);
+    if (cfg.server_pid) g_srv_ticks0 = tree_cpu_ticks(cfg.server_pid);
     g_budget = LLONG_MAX;
     if (cfg.messages) {
         long long inflight = cfg.mode == M_BROADCAST ? conns[0].inflight
@@ -421,6 +426,7 @@ static void start_measure(void) {
 static void stop_measure(void) {
     g_t_stop = cfg.messages ? g_t_last : g_now;
     getrusage(RUSAGE_SELF, &g_ru1);
+    if (cfg.server_pid) g_srv_ticks1 = tree_cpu_ticks(cfg.server_pid);
     begin_close();
 }
 

@@ -6,6 +6,7 @@
 #ifndef WSUTIL_H
 #define WSUTIL_H
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +273,41 @@ static long read_rss_kib(int pid) {
         if (!strncmp(line, "VmRSS:", 6)) kib = strtol(line + 6, NULL, 10);
     fclose(f);
     return kib;
+}
+
+/* utime + stime, in clock ticks, of process pid and every live descendant (a server's
+ * workers), or -1 if pid is gone.  Descendants are found through
+ * /proc/PID/task/TID/children; a child that exits meanwhile is simply not counted. */
+static long long tree_cpu_ticks(int pid) {
+    char path[96], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    long long total = (long long)(ut + st);
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d) return total;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%.20s/children", pid, e->d_name);
+        FILE *c = fopen(path, "r");
+        if (!c) continue;
+        int child;
+        while (fscanf(c, "%d", &child) == 1) {
+            long long t = tree_cpu_ticks(child);
+            if (t > 0) total += t;
+        }
+        fclose(c);
+    }
+    closedir(d);
+    return total;
 }
 
 /* Raise RLIMIT_NOFILE to at least need (the hard limit too, as root); returns the soft limit. */
