@@ -4,7 +4,9 @@
 
     app = harpia()
     app.ws("/chat", {"message": lambda ws, message: ws.send(message)})
-    app.listen(port=3000)
+
+    if __name__ == "__main__":
+        app.listen(port=3000)      # or: python -m harpia module:app --port 3000
 """
 from __future__ import annotations
 
