@@ -20,13 +20,12 @@ import signal
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .app import App
-    from .server import Listener
+from .server import Listener, ServedApp
+from .worker_metrics import WorkerMetrics
 
-__all__ = ["serve_worker", "retire", "SERVICE_RESTART"]
+__all__ = ["serve_worker", "retire", "SERVICE_RESTART", "WorkerApp"]
 
 logger = logging.getLogger("harpia")
 
@@ -34,11 +33,19 @@ logger = logging.getLogger("harpia")
 SERVICE_RESTART = 1012
 
 
-async def serve_worker(app: App, host: str, port: int,
+class WorkerApp(ServedApp, Protocol):
+    """What a worker process needs from the app: what its listener needs, and counters."""
+
+    worker_metrics: WorkerMetrics | None
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def latency_snapshot(self) -> dict[str, Any] | None: ...
+
+
+async def serve_worker(app: WorkerApp, host: str, port: int,
                        tls: Mapping[str, Any] | ssl.SSLContext | None, **where: Any) -> None:
     """Serve until SIGINT/SIGTERM (close with 1001) or SIGHUP (retire with 1012)."""
-    from .server import Listener
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: list[int] = []
@@ -66,7 +73,7 @@ async def serve_worker(app: App, host: str, port: int,
             await listener.stop()
 
 
-async def _publish_metrics(app: App) -> None:
+async def _publish_metrics(app: WorkerApp) -> None:
     """Write this worker's counters where the other workers' scrapes read them."""
     from .worker_metrics import PUBLISH_EVERY
 

@@ -49,7 +49,7 @@ from .errors import ConfigurationError
 from .worker_metrics import make_directory, remove_directory, retire_file
 
 if TYPE_CHECKING:
-    from .app import App
+    from .reload import WorkerApp
 
 __all__ = ["run_workers"]
 
@@ -63,7 +63,7 @@ START_TIMEOUT = 60.0
 
 
 def run_workers(
-    app: App,
+    app: WorkerApp,
     *,
     host: str,
     port: int,
@@ -149,7 +149,7 @@ class _Worker:
 
 
 class _Supervisor:
-    def __init__(self, app: App, host: str, port: int, tls: ssl.SSLContext | None,
+    def __init__(self, app: WorkerApp, host: str, port: int, tls: ssl.SSLContext | None,
                  count: int, reservation: socket.socket | None, where: dict[str, Any]) -> None:
         self.app = app
         #: Listener keyword arguments of every worker (a shared ``sock``, PROXY protocol...).
@@ -440,7 +440,7 @@ def _stop_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker_main(app: App, host: str, port: int, tls: ssl.SSLContext | None,
+def _worker_main(app: WorkerApp, host: str, port: int, tls: ssl.SSLContext | None,
                  report: multiprocessing.connection.Connection, inherited: tuple[int, ...],
                  parent: int, where: dict[str, Any], metrics: tuple[str, int]) -> None:
     """The body of a worker process (forked: ``app`` is the parent's object, copied)."""

@@ -27,7 +27,7 @@ from .native import native_route_app
 
 if TYPE_CHECKING:
     from ..server import Listener
-    from .mount import AsgiMounts, Mount
+    from .mount_point import Mount, MountTable
 
 __all__ = ["HttpConnection", "RequestCycle"]
 
@@ -217,7 +217,7 @@ class RequestCycle:
 class HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection serving an ASGI app, driven by httptools."""
 
-    def __init__(self, mounts: AsgiMounts, listener: Listener, transport: asyncio.Transport) -> None:
+    def __init__(self, mounts: MountTable, listener: Listener, transport: asyncio.Transport) -> None:
         self.mounts = mounts
         self.listener = listener
         self.loop = listener.loop

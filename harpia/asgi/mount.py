@@ -10,7 +10,6 @@ path pays nothing for a mount, and an ASGI connection pays one extra parse of on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
@@ -18,8 +17,8 @@ from ..handshake import is_websocket_upgrade
 from ..http_head import RequestHead
 from ..options import RouteOptions
 from .http import HttpConnection
-from .lifespan import Lifespan
-from .options import HttpOptions, mount_options
+from .mount_point import AsgiApp, Mount
+from .options import mount_options
 from .websocket import AsgiWebSocket, websocket_route
 
 if TYPE_CHECKING:
@@ -27,34 +26,6 @@ if TYPE_CHECKING:
     from ..server import Listener
 
 __all__ = ["AsgiApp", "AsgiMounts", "Mount"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-#: An ASGI 3 application: ``async def app(scope, receive, send)``.
-AsgiApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
-
-
-class Mount:
-    """One mounted ASGI app: its prefix, limits, WebSocket route and lifespan."""
-
-    __slots__ = ("prefix", "root_path", "app", "http", "route", "lifespan")
-
-    def __init__(self, prefix: str, app: AsgiApp, http: HttpOptions, route: WebSocketRoute) -> None:
-        self.prefix = prefix
-        #: What the app sees as ``scope["root_path"]`` ("" for a mount at "/").
-        self.root_path = prefix
-        self.app = app
-        self.http = http
-        self.route = route
-        self.lifespan = Lifespan(app, prefix or "/")
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.lifespan.state
-
 
 class AsgiMounts:
     """The ASGI apps of one harpia app, longest prefix first."""

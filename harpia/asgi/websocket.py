@@ -37,7 +37,7 @@ from ..routing import WebSocketRoute
 
 if TYPE_CHECKING:
     from ..server import Listener
-    from .mount import AsgiMounts, Mount
+    from .mount_point import Mount, MountTable
 
 __all__ = ["AsgiWebSocket", "AsgiServerWebSocket", "connection", "websocket_route"]
 
@@ -87,7 +87,7 @@ def connection(scope: Mapping[str, Any]) -> ServerWebSocket[Any]:
 class AsgiWebSocket(asyncio.Protocol):
     """One ASGI ``websocket`` scope: the handshake, then the bridge to the engine."""
 
-    def __init__(self, mounts: AsgiMounts, mount: Mount, listener: Listener,
+    def __init__(self, mounts: MountTable, mount: Mount, listener: Listener,
                  transport: asyncio.Transport, head: RequestHead, early: bytes) -> None:
         self.mounts = mounts
         self.mount = mount
