@@ -1,4 +1,4 @@
-"""DESIGN.md section 1, the API contract: every snippet, verbatim, at module level.
+"""The API contract: the example app every harpia release must run, verbatim, at module level.
 
 The only change is the last statement: instead of ``app.listen(port=3000, tls=...)``, which
 blocks, the tests serve this same module-level ``app`` with ``app.serve(port=0)`` and
@@ -235,7 +235,7 @@ async def test_high_volume_drain_runs_when_a_slow_client_catches_up(
 LISTEN = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import test_design_snippets as snippets
+import test_api_contract as snippets
 options = json.loads(sys.argv[2])
 if options.pop("mapping"):
     snippets.app.listen(options)
