@@ -2,6 +2,7 @@
 or an ``app.get`` handler sees it."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from .http_head import Headers, RequestHead
@@ -9,7 +10,7 @@ from .http_head import Headers, RequestHead
 __all__ = ["Request", "request_url", "query_first_values"]
 
 
-def request_url(secure: bool, headers: Headers, path: str, raw_query: str) -> str:
+def request_url(secure: bool, headers: Mapping[str, str], path: str, raw_query: str) -> str:
     """The absolute URL a client asked for: ``ws://host/path?query`` (``wss://`` on TLS),
     the host taken from its ``Host`` header."""
     scheme = "wss" if secure else "ws"

@@ -420,6 +420,53 @@ async def test_raw_ping_gets_a_pong_with_the_same_payload() -> None:
 
 # --------------------------------------------------------------------------- request facts
 
+def test_header_fields_pack_and_unpack_whole() -> None:
+    from harpia.connection import pack_header_fields, unpack_header_fields
+    from harpia.http_head import Headers
+
+    fields = [("Host", "h:1"), ("X-Empty", ""), ("Cookie", "a=1"), ("cookie", "b=2"),
+              ("X-Latin", "caf\xe9 \t: colon"), ("X", "")]
+    back = unpack_header_fields(pack_header_fields(Headers(fields)))
+    assert back.raw_items() == fields
+    assert back.get_all("COOKIE") == ["a=1", "b=2"] and back["x-empty"] == "" and back["x"] == ""
+    assert unpack_header_fields(pack_header_fields(Headers())).raw_items() == []
+
+
+async def test_request_facts_long_after_the_handshake() -> None:
+    """What an open connection keeps of its request (packed until ws.headers is read)
+    still answers url, path, query and headers, whole, in any order, at any time."""
+    seen: dict[str, Any] = {}
+
+    def message(ws: ServerWebSocket[Any], msg: str | bytes) -> None:
+        if msg == "url-first":
+            seen.update(url=ws.url, query=ws.query, path=ws.path, data_url=ws.data.url)
+        else:
+            headers = ws.headers
+            seen.update(kept=headers is ws.headers, cookies=headers.get_all("cookie"),
+                        latin=headers["x-latin"], empty=headers["x-empty"], raw=headers.raw_items(),
+                        url_after=ws.url)
+        ws.send("ok")
+
+    app = harpia.harpia()
+    app.ws("/p/:id", {"message": message})
+    extra = [("X-Empty", ""), ("Cookie", "a=1"), ("COOKIE", "b=2"), ("X-Latin", "caf\xe9")]
+    async with app.serve() as server:
+        client = await RawClient.open(server.port, "/p/7?q=%C3%A9&q=2", host="example.test:81", headers=extra)
+        try:
+            for text in ("url-first", "headers"):
+                await client.send_text(text)
+                frame = await client.recv_frame()
+                assert (frame.opcode, frame.payload) == (TEXT, b"ok")
+        finally:
+            client.close()
+    url = "ws://example.test:81/p/7?q=%C3%A9&q=2"
+    assert seen["url"] == seen["data_url"] == seen["url_after"] == url
+    assert seen["query"] == {"q": "\xe9"} and seen["path"] == "/p/7"
+    assert seen["kept"] is True
+    assert seen["cookies"] == ["a=1", "b=2"] and seen["latin"] == "caf\xe9" and seen["empty"] == ""
+    assert seen["raw"][0] == ("Host", "example.test:81") and seen["raw"][-4:] == extra
+
+
 async def test_url_path_params_query_headers_address_subprotocol() -> None:
     seen: dict[str, Any] = {}
 
