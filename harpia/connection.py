@@ -185,7 +185,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             self.bind_message_handler(_ignore, 0, False)
         self._serial = next(_serials)
         if hub.latency is not None and message is not None:
-            self.handler_timer = hub.latency.handler.observe_ns
+            self.handler_timer = hub.latency.handler_timer
         self._rate: MessageRate | None = None
         if options.max_messages_per_second is not None:
             self._rate = limit_message_rate(self, message, options)

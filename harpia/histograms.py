@@ -93,12 +93,15 @@ HISTOGRAM_HELP = {
 class Latencies:
     """The app's three histograms, and the bookkeeping of publishes in flight."""
 
-    __slots__ = ("upgrade", "handler", "publish", "_published")
+    __slots__ = ("upgrade", "handler", "publish", "_published", "handler_timer")
 
     def __init__(self) -> None:
         self.upgrade = Histogram()
         self.handler = Histogram()
         self.publish = Histogram()
+        #: ``handler.observe_ns``, bound once: every connection holds it, so one object
+        #: shared by all instead of a bound method (~70 B) per open connection.
+        self.handler_timer = self.handler.observe_ns
         self._published: list[float] = []
 
     def published(self) -> None:

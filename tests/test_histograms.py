@@ -71,6 +71,23 @@ async def test_latencies_over_real_sockets() -> None:
     assert series(text, 'harpia_publish_seconds_bucket{le="10"}') == sent
 
 
+async def test_connections_share_one_handler_timer() -> None:
+    """Each open connection holds the handler timer: one bound method for all of them,
+    not one per connection (idle memory)."""
+    app = harpia()
+    opened: list[Any] = []
+    app.ws("/", {"open": opened.append, "message": lambda ws, m: ws.send(m)})
+    async with app.serve() as server:
+        clients = [await RawClient.open(server.port) for _ in range(2)]
+        for client in clients:
+            await client.send_text("x")
+            assert (await client.recv_frame()).payload == b"x"   # open has run
+        for client in clients:
+            client.sock.close()
+    assert len(opened) == 2
+    assert opened[0].handler_timer is not None and opened[0].handler_timer is opened[1].handler_timer
+
+
 async def test_off() -> None:
     app = harpia(latency_histograms=False)
     app.ws("/", {"message": lambda ws, m: ws.send(m)})
