@@ -157,7 +157,9 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self.route = route
         self.listener = listener
         self.transport = transport
-        self._path = head.path
+        # A static route's path equals its pattern: keep that one string, not a copy each.
+        path = head.path
+        self._path = route.pattern if path == route.pattern else path
         self._raw_query = head.raw_query
         # Packed until ws.headers is read, then the Headers, kept (see pack_header_fields).
         self._header_fields: str | Headers = pack_header_fields(head.headers)

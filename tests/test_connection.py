@@ -432,6 +432,18 @@ def test_header_fields_pack_and_unpack_whole() -> None:
     assert unpack_header_fields(pack_header_fields(Headers())).raw_items() == []
 
 
+async def test_a_static_route_shares_its_path_string() -> None:
+    paths: list[str] = []
+    app = harpia.harpia()
+    app.ws("/static/path", {"open": lambda ws: paths.append(ws.path)})
+    async with app.serve() as server:
+        clients = [await RawClient.open(server.port, "/static/path?a=1") for _ in range(2)]
+        for client in clients:
+            client.close()
+    assert paths == ["/static/path", "/static/path"]
+    assert paths[0] is paths[1]     # one string for all the route's connections, not a copy each
+
+
 async def test_request_facts_long_after_the_handshake() -> None:
     """What an open connection keeps of its request (packed until ws.headers is read)
     still answers url, path, query and headers, whole, in any order, at any time."""
