@@ -64,6 +64,8 @@ cdef class FrameEngine:
     cdef Py_ssize_t held_size
     cdef uint8_t read_pause_reasons
     cdef Py_ssize_t read_frames        # frames parsed from the current read (fairness)
+    cdef Py_ssize_t read_inflated      # bytes inflated from the current read (fairness)
+    cdef bint inflate_yielding         # parsing stopped for this loop turn: too much inflated
 
     # --- outbound: the frames queued this loop turn, written at its end ---
     cdef char *out_buf

@@ -109,6 +109,11 @@ DEF PAUSE_INBOUND = 2
 # and cannot starve the others, while bulk reads (few frames each) are not interrupted.
 DEF PAUSE_YIELD = 4
 DEF YIELD_AFTER_FRAMES = 1024
+# The same for permessage-deflate, counted in bytes inflated rather than frames: a 16 KB
+# frame can inflate to 16 MiB (~15 ms of CPU), so a read is parsed only up to the frame
+# that takes it past INFLATE_YIELD_AT; the rest waits for the next loop turn.  Each
+# connection then costs the others at most that, plus one message, per pass.
+DEF INFLATE_YIELD_AT = 1048576
 
 
 cdef uint32_t _clock = 0
@@ -290,6 +295,7 @@ cdef class FrameEngine:
             self._read_begin(nbytes)
             self.in_feed = True
             self.read_frames = 0
+            self.read_inflated = 0
             try:
                 self._payload_direct(nbytes)
             finally:
@@ -325,6 +331,7 @@ cdef class FrameEngine:
             return 0
         self.in_feed = True
         self.read_frames = 0
+        self.read_inflated = 0
         try:
             self._parse(data, n, &used)
             if self._stopped() and used < n and not self.input_closed:
@@ -353,6 +360,10 @@ cdef class FrameEngine:
     cdef int _read_end(self) except -1:
         if self.out_len:
             self.flush()
+        if self.inflate_yielding and not (self.read_pause_reasons & PAUSE_YIELD):
+            self._pause_reading(PAUSE_YIELD)
+            self.cork.call_soon(self._end_yield)
+            return 0
         if self.read_frames >= YIELD_AFTER_FRAMES and self.cork is not None \
                 and not self.input_closed and not (self.read_pause_reasons & PAUSE_YIELD):
             self._pause_reading(PAUSE_YIELD)
@@ -384,6 +395,14 @@ cdef class FrameEngine:
         return room if room < left else left
 
     def _end_yield(self):
+        if self.inflate_yielding:
+            # Parse what was held back, with a fresh budget; stop again if it runs out.
+            self.inflate_yielding = False
+            self.read_inflated = 0
+            self._parse_held()
+            if self.inflate_yielding and not self.input_closed:
+                self.cork.call_soon(self._end_yield)
+                return
         self._resume_reading(PAUSE_YIELD)
 
     def pause_delivery(self):
@@ -402,7 +421,7 @@ cdef class FrameEngine:
         # Delivery stops while an async handler runs, and while the output is over its
         # limit: a request/response handler must not see its replies dropped because the
         # client reads slowly, so its next requests wait (and reading pauses).
-        return self.delivery_paused or self.awaiting_drain
+        return self.delivery_paused or self.awaiting_drain or self.inflate_yielding
 
     cdef int _parse_held(self) except -1:
         """Parse the bytes held while delivery was stopped, until it stops again."""
@@ -765,6 +784,9 @@ cdef class FrameEngine:
                 return 0
             if produced:
                 self.msg_len += produced
+                self.read_inflated += produced
+                if self.read_inflated >= INFLATE_YIELD_AT and self.cork is not None:
+                    self.inflate_yielding = True
                 if self.msg_len > self.max_payload_length:
                     self._fail(1009, f"message over the {self.max_payload_length}-byte limit")
                     return 0
