@@ -125,7 +125,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     """One client connection, as handlers see it (``ws``)."""
 
     __slots__ = (
-        "hub", "route", "listener", "transport", "_path", "_raw_query", "_header_fields", "params",
+        "hub", "route", "listener", "transport", "_path", "_raw_query", "_header_fields", "_params",
         "_remote_address",
         "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
         "_close_timer", "_close_notified", "_ping_outstanding", "_opened_at",
@@ -163,8 +163,8 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         self._raw_query = head.raw_query
         # Packed until ws.headers is read, then the Headers, kept (see pack_header_fields).
         self._header_fields: str | Headers = pack_header_fields(head.headers)
-        #: Route parameters: ``/room/:roomId`` matched by ``/room/7`` gives ``{"roomId": "7"}``.
-        self.params = params
+        # None until read when empty (a static route): an empty dict per connection is 64 B.
+        self._params: dict[str, str] | None = params or None
         self._remote_address = remote_address
         #: The subprotocol agreed in the handshake (one of the route's ``subprotocols``), or None.
         self.subprotocol = subprotocol
@@ -204,6 +204,18 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
     @data.setter
     def data(self, value: T) -> None:
         self._data = value
+
+    @property
+    def params(self) -> dict[str, str]:
+        """Route parameters: ``/room/:roomId`` matched by ``/room/7`` gives ``{"roomId": "7"}``."""
+        params = self._params
+        if params is None:
+            params = self._params = {}
+        return params
+
+    @params.setter
+    def params(self, value: dict[str, str]) -> None:
+        self._params = value
 
     @property
     def id(self) -> str:

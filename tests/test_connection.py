@@ -444,6 +444,23 @@ async def test_a_static_route_shares_its_path_string() -> None:
     assert paths[0] is paths[1]     # one string for all the route's connections, not a copy each
 
 
+async def test_params_of_a_static_route_are_an_empty_dict_of_its_own() -> None:
+    seen: list[Any] = []
+
+    def open_(ws: ServerWebSocket[Any]) -> None:
+        ws.params["mine"] = str(len(seen))      # each connection's dict is its own
+        seen.append(ws)
+
+    app = harpia.harpia()
+    app.ws("/static", {"open": open_})
+    async with app.serve() as server:
+        clients = [await RawClient.open(server.port, "/static") for _ in range(2)]
+        for client in clients:
+            client.close()
+    assert [ws.params for ws in seen] == [{"mine": "0"}, {"mine": "1"}]
+    assert seen[0].params is seen[0].params
+
+
 async def test_request_facts_long_after_the_handshake() -> None:
     """What an open connection keeps of its request (packed until ws.headers is read)
     still answers url, path, query and headers, whole, in any order, at any time."""
