@@ -93,7 +93,7 @@ async def retire(listener: Listener) -> None:
     from .server import HttpProtocol
 
     loop = listener.loop
-    server = listener._server
+    server = listener.server
     if server is not None:
         queued = _take_queue(server.sockets) if listener.reuse_port else []
         server.close()
@@ -104,7 +104,7 @@ async def retire(listener: Listener) -> None:
             except OSError:
                 sock.close()
     deadline = loop.time() + listener.handshake_timeout
-    while listener._handshaking and loop.time() < deadline:
+    while listener.handshakes_in_progress() and loop.time() < deadline:
         await asyncio.sleep(0.01)
     await listener.stop(code=SERVICE_RESTART)
 

@@ -161,20 +161,25 @@ class Listener:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _prepare(self) -> None:
+    async def _prepare(self) -> None:
+        """The first step of starting: the loop, the cork, the clock, ASGI lifespans."""
         self.loop = asyncio.get_running_loop()
         self.cork = _frames.Cork(self.loop.call_soon, self.app.busy_poll)
         # Connections are stamped with the coarse clock: set it now, or those made
         # before the first sweep look idle since whenever it was last set (or ever).
         _frames.set_clock(_clock_now())
         self.accepting = True
+        if self.app.asgi is not None:
+            await self.app.asgi.listener_started(self)    # ASGI lifespan startup
 
     async def start_in_process(self) -> Listener:
         """Serve connections handed over with ``loop.connect_accepted_socket`` (the test
         client), without a listening socket."""
-        self._prepare()
-        if self.app.asgi is not None:
-            await self.app.asgi.listener_started(self)    # ASGI lifespan startup
+        await self._prepare()
+        return await self._serve()
+
+    async def _serve(self) -> Listener:
+        """Idle timeouts, then the hub (and its backplane): the last step of starting."""
         self._start_sweeper()
         try:
             await self.app.hub.attach(self)
@@ -194,9 +199,7 @@ class Listener:
 
     async def start(self) -> Listener:
         """Bind and start accepting; ``app.serve`` calls it on ``async with``."""
-        self._prepare()
-        if self.app.asgi is not None:
-            await self.app.asgi.listener_started(self)    # ASGI lifespan startup
+        await self._prepare()
         sock = self.sock
         if self.unix is not None:
             sock = bind_unix(self.unix, self.backlog)
@@ -221,13 +224,13 @@ class Listener:
             )
         bound = self._server.sockets[0].getsockname()
         self._port = int(bound[1]) if isinstance(bound, tuple) else 0
-        self._start_sweeper()
-        try:
-            await self.app.hub.attach(self)
-        except BaseException:
-            await self.stop()
-            raise
-        return self
+        return await self._serve()
+
+    @property
+    def server(self) -> asyncio.Server | None:
+        """The asyncio server accepting for this listener (None until it starts, and for
+        connections handed over in process)."""
+        return self._server
 
     @property
     def port(self) -> int:
