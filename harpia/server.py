@@ -145,8 +145,6 @@ class Listener:
         # Every connection this listener upgraded that has not ended yet, open or closing
         # (``connections`` holds the open ones): their memory is still held.
         self._held: set[ServerWebSocket[Any]] = set()
-        #: Connections of this listener still in their TLS handshake (also in _handshaking).
-        self.tls_handshaking = 0
         # Connections still in their HTTP stage, each with its deadline (handshake_timeout
         # after it was accepted).  Deadlines grow in insertion order, so one timer for the
         # oldest serves them all: no timer is made and cancelled per connection.
