@@ -17,22 +17,21 @@ if os.environ.get("HARPIA_SCALAR_MASK") == "1":
     # so that path is tested on x86 too (CI builds the engine this way and runs its tests).
     define_macros.append(("HARPIA_MASK_SCALAR", "1"))
 
+# The frame engine and its parts, one extension module each: they cimport each other's
+# .pxd, so calls between them stay C calls.
+ENGINE_UNITS = ["_wire", "_buffer", "_deflate", "_output", "_loop", "_frames", "_frame_tools",
+                "_publish"]
+
 extensions = [
     Extension(
-        "harpia._frames",
-        ["harpia/_frames.pyx"],
+        f"harpia.{name}",
+        [f"harpia/{name}.pyx"],
         include_dirs=["harpia"],
         extra_compile_args=extra_compile_args,
         define_macros=define_macros,
-        libraries=["z"],
-    ),
-    Extension(
-        "harpia._deflate",
-        ["harpia/_deflate.pyx"],
-        include_dirs=["harpia"],
-        extra_compile_args=extra_compile_args,
-        libraries=["z"],
-    ),
+        libraries=["z"] if name == "_deflate" else [],
+    )
+    for name in ENGINE_UNITS
 ]
 
 setup(

@@ -11,6 +11,12 @@ from _typeshed import ReadableBuffer, WriteableBuffer
 from typing_extensions import Self, TypeAlias, disjoint_base
 
 from harpia._deflate import PerMessageDeflate
+from harpia._frame_tools import apply_mask as apply_mask
+from harpia._frame_tools import serialize_frame as serialize_frame
+from harpia._frame_tools import unmask_inplace as unmask_inplace
+from harpia._frame_tools import utf8_valid as utf8_valid
+from harpia._loop import LoopContext, LoopMember
+from harpia._wire import is_valid_close_code as is_valid_close_code
 
 CONNECTING: Final = 0
 """``ready_state`` before the opening handshake completed (never set by the engine itself)."""
@@ -35,11 +41,8 @@ _Event: TypeAlias = (
 def set_clock(seconds: int) -> None:
     """Set the coarse clock (whole seconds, 0 to 2**32 - 1) that ``last_seen`` is stamped with."""
 
-def is_valid_close_code(code: int) -> bool:
-    """True if ``code`` may be sent or received in a close frame (1000-1003, 1007-1014, 3000-4999)."""
-
 @disjoint_base
-class FrameEngine:
+class FrameEngine(LoopMember):
     """One WebSocket connection's protocol state: parser, serializer, output buffer.
 
     ``client=False`` is the server role (incoming frames must be masked, outgoing are not);
@@ -170,8 +173,6 @@ class FrameEngine:
     def bind_message_handler(
         self, handler: Callable[..., object] | None, arity: int = 2, is_async: bool = False
     ) -> None: ...
-    def enable_rsv1(self) -> None:
-        """Allow RSV1 on the first frame of incoming messages (permessage-deflate negotiated)."""
     def enable_deflate(
         self,
         *,
@@ -187,11 +188,11 @@ class FrameEngine:
     def attach(
         self,
         writer: Callable[[bytes], object] | None,
-        cork: Cork | None = None,
+        loop: LoopContext | None = None,
         writelines: Callable[[Iterable[bytes]], object] | None = None,
         buffer_size: Callable[[], int] | None = None,
     ) -> None:
-        """Hand output to ``writer``, batched per loop turn by ``cork``; ``writelines`` avoids
+        """Hand output to ``writer``, batched per loop turn by ``loop``; ``writelines`` avoids
         copies of large payloads, ``buffer_size()`` reports what the transport still holds."""
     def detach(self) -> None:
         """The transport is gone: drop queued output and input, write nothing more (CLOSED)."""
@@ -210,14 +211,16 @@ class FrameEngine:
     def send_frame(
         self, opcode: int, payload: ReadableBuffer, *, fin: bool = True, rsv1: bool = False
     ) -> int:
-        """Queue one raw frame (fragments, control frames) without protocol checks (an
-        opcode outside 0-15 is a ValueError); returns the payload size."""
+        """Queue one raw frame (fragments, control frames) without protocol checks and past
+        the backpressure limit (an opcode outside 0-15 is a ValueError); returns the payload
+        size, or 0 once closing."""
     def ping(self, data: str | ReadableBuffer = b"") -> int:
         """Queue a ping (payload at most 125 bytes, else ValueError); returns as ``send``."""
     def pong(self, data: str | ReadableBuffer = b"") -> int:
         """Queue an unsolicited pong (payload at most 125 bytes); returns as ``send``."""
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake (ValueError for a code that may not be sent or a reason over 123 bytes)."""
+    def close(self, code: int = ..., reason: str = "") -> None:
+        """Start the closing handshake, by default with 1000 (normal closure); ValueError for
+        a code that may not be sent or a reason over 123 bytes."""
     def data_to_send(self) -> bytes:
         """Take the bytes queued for the peer (sans-I/O use, when no writer is attached)."""
     def events_received(self) -> list[_Event]:
@@ -241,58 +244,3 @@ class FrameEngine:
     @property
     def held_bytes(self) -> int:
         """Input bytes held while an async message handler runs."""
-
-@disjoint_base
-class Cork:
-    """The connections with output queued this loop turn, each written once at its end."""
-
-    def __init__(self, call_soon: Callable[[Callable[[], object]], object], busy_poll: float = 0.0) -> None:
-        """One per event loop; ``call_soon`` is the loop's.  ``busy_poll``: seconds the loop
-        keeps polling (instead of sleeping) after a read; 0 turns it off."""
-    def receive_area(self) -> memoryview:
-        """The writable area this loop's connections read into, one read at a time."""
-    @property
-    def busy_poll(self) -> float:
-        """The polling window in seconds (0: off)."""
-    @property
-    def polling(self) -> bool:
-        """True while the loop is being kept polling (a read came within the window)."""
-    def note_activity(self) -> None:
-        """Something arrived outside the frame engine (a handshake): keep polling."""
-    def run(self) -> None:
-        """Write every connection queued since the last run (the scheduled callback)."""
-
-def serialize_frame(
-    opcode: int,
-    payload: str | ReadableBuffer,
-    *,
-    fin: bool = True,
-    rsv1: bool = False,
-    mask: ReadableBuffer | None = None,
-) -> bytes:
-    """One frame as bytes: unmasked, or masked with the 4-byte ``mask``."""
-
-def apply_mask(data: ReadableBuffer, mask: ReadableBuffer, phase: int = 0) -> bytes:
-    """``data`` XORed with the 4-byte ``mask``, starting ``phase`` bytes into it, as new bytes."""
-
-def unmask_inplace(buffer: WriteableBuffer, mask: ReadableBuffer, phase: int = 0) -> None:
-    """XOR a writable buffer with the 4-byte ``mask`` in place, starting ``phase`` bytes into it."""
-
-def utf8_valid(data: ReadableBuffer) -> bool:
-    """True if ``data`` is complete, valid UTF-8 (the check text messages go through)."""
-
-def publish(
-    subscribers: tuple[FrameEngine, ...],
-    message: str | ReadableBuffer,
-    exclude: FrameEngine | None = None,
-    compress: bool | None = None,
-) -> int:
-    """Serialize ``message`` once and queue it on every subscriber but ``exclude``; how many took it."""
-
-def publish_serialized(
-    subscribers: tuple[FrameEngine, ...], frame: bytes, exclude: FrameEngine | None = None
-) -> int:
-    """Queue an already serialized server frame on every subscriber but ``exclude``; how many took it.
-
-    A whole text or binary frame is compressed for permessage-deflate subscribers, once per group.
-    """

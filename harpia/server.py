@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
-from . import _frames
+from . import _frames, _loop
 from .accept import Accept
 from .connection import UNRESOLVED, ServerWebSocket, peer_address
 from .deflate import negotiate
@@ -138,7 +138,7 @@ class Listener:
         self.close_timeout = app.close_timeout
         self.handshake_timeout = app.handshake_timeout
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self.cork: _frames.Cork | None = None
+        self.cork: _loop.LoopContext | None = None
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self.accepting = False
@@ -162,7 +162,7 @@ class Listener:
     async def _prepare(self) -> None:
         """The first step of starting: the loop, the cork, the clock, ASGI lifespans."""
         self.loop = asyncio.get_running_loop()
-        self.cork = _frames.Cork(self.loop.call_soon, self.app.busy_poll)
+        self.cork = _loop.LoopContext(self.loop.call_soon, self.app.busy_poll)
         # Connections are stamped with the coarse clock: set it now, or those made
         # before the first sweep look idle since whenever it was last set (or ever).
         _frames.set_clock(_clock_now())

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from . import _frames
+from . import _publish
 
 __all__ = ["TopicRegistry", "ConnectionSet"]
 
@@ -171,10 +171,10 @@ class TopicRegistry:
         subscribers = self._snapshot(topic)
         if subscribers is None:
             return 0
-        return _frames.publish(subscribers, message, exclude, compress)
+        return _publish.publish(subscribers, message, exclude, compress)
 
     def publish_serialized(self, topic: str, frame: bytes) -> int:
         subscribers = self._snapshot(topic)
         if subscribers is None:
             return 0
-        return _frames.publish_serialized(subscribers, frame, None)
+        return _publish.publish_serialized(subscribers, frame, None)

@@ -29,7 +29,8 @@ from wsproto.events import BytesMessage, Message, TextMessage
 from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 from harpia import _deflate
-from harpia._frames import FrameEngine, publish, serialize_frame
+from harpia._frames import FrameEngine, serialize_frame
+from harpia._publish import publish
 from harpia.deflate import DeflateOptions, negotiate
 from harpia.handshake import parse_extension_offers
 from harpia.http_parser import HttpRequestParser
@@ -562,7 +563,7 @@ def test_empty_compressed_payload_is_an_empty_message_and_keeps_the_context() ->
 
 
 def test_publish_serialized_compresses_a_plain_frame_for_deflate_subscribers() -> None:
-    from harpia._frames import publish_serialized
+    from harpia._publish import publish_serialized
     text = json_text(3000)
     subs = (subscriber(), subscriber(deflate=False))
     frame = serialize_frame(TEXT, text)                 # as the Redis backplane hands it over

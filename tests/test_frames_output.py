@@ -1,4 +1,4 @@
-"""The output side: ``send`` results, backpressure and drain, ``close()``, the cork (one
+"""The output side: ``send`` results, backpressure and drain, ``close()``, the loop context (one
 write per connection per loop turn), bound message handlers, ``publish``, and the module's
 freedom from asyncio."""
 from __future__ import annotations
@@ -14,9 +14,10 @@ from frame_builder import (BINARY, CLOSE, PING, TEXT, cf, close_code_sent, close
                                  decode_frames, describe_output, normalize)
 
 import harpia._frames as frames
-from harpia._frames import (CLOSED, CLOSING, CONNECTING, OPEN, Cork, FrameEngine,
-                            is_valid_close_code, publish, publish_serialized, serialize_frame,
-                            set_clock)
+from harpia._frames import (CLOSED, CLOSING, CONNECTING, OPEN, FrameEngine, is_valid_close_code,
+                            serialize_frame, set_clock)
+from harpia._loop import LoopContext
+from harpia._publish import publish, publish_serialized
 
 
 class FakeLoop:
@@ -34,13 +35,13 @@ class FakeLoop:
             cb()
 
 
-def attached(loop: FakeLoop | None = None, **kw: Any) -> tuple[FrameEngine, list[bytes], Cork]:
+def attached(loop: FakeLoop | None = None, **kw: Any) -> tuple[FrameEngine, list[bytes], LoopContext]:
     loop = loop or FakeLoop()
-    cork = Cork(loop.call_soon)
+    context = LoopContext(loop.call_soon)
     engine = FrameEngine(**kw)
     writes: list[bytes] = []
-    engine.attach(writes.append, cork)
-    return engine, writes, cork
+    engine.attach(writes.append, context)
+    return engine, writes, context
 
 
 # --------------------------------------------------------------------------- send
@@ -103,7 +104,7 @@ def test_backpressure_limit(limit: int) -> None:
 
 
 def test_drain_waits_for_the_low_water_mark() -> None:
-    engine, writes, cork = attached(backpressure_limit=1000)
+    engine, writes, context = attached(backpressure_limit=1000)
     engine.pause_output(0)                         # the transport stops taking bytes
     for _ in range(100):                           # ~11 frames of 100 bytes cross 1000
         if engine.send(b"x" * 98) == -1:
@@ -203,7 +204,7 @@ def test_close_twice_sends_one_frame() -> None:
 
 
 def test_close_writes_at_once_when_attached() -> None:
-    engine, writes, cork = attached()
+    engine, writes, context = attached()
     engine.close(1001)
     assert [close_code_sent(w) for w in writes] == [1001]
 
@@ -214,16 +215,16 @@ def test_is_valid_close_code() -> None:
     assert not is_valid_close_code(-1)
 
 
-# --------------------------------------------------------------------------- the cork
+# --------------------------------------------------------------------------- the context
 
 def test_sends_outside_feed_are_written_once_per_turn() -> None:
     loop = FakeLoop()
-    engine, writes, cork = attached(loop)
+    engine, writes, context = attached(loop)
     engine.send("a")
     engine.send(b"b")
     engine.ping(b"p")
     assert writes == []
-    assert len(loop.queue) == 1                    # the cork scheduled itself once
+    assert len(loop.queue) == 1                    # the context scheduled itself once
     loop.turn()
     assert len(writes) == 1
     assert describe_output(writes[0], masked=False) == [("text", "a"), ("binary", b"b"),
@@ -236,14 +237,14 @@ def test_sends_outside_feed_are_written_once_per_turn() -> None:
     assert len(writes) == 2
 
 
-def test_one_cork_serves_many_engines() -> None:
+def test_one_loop_context_serves_many_engines() -> None:
     loop = FakeLoop()
-    cork = Cork(loop.call_soon)
+    context = LoopContext(loop.call_soon)
     engines, writes = [], []
     for _ in range(5):
         e = FrameEngine()
         w: list[bytes] = []
-        e.attach(w.append, cork)
+        e.attach(w.append, context)
         engines.append(e)
         writes.append(w)
     for e in engines:
@@ -256,7 +257,7 @@ def test_one_cork_serves_many_engines() -> None:
 
 def test_flush_output_writes_now() -> None:
     loop = FakeLoop()
-    engine, writes, cork = attached(loop)
+    engine, writes, context = attached(loop)
     engine.send("a")
     engine.flush_output()
     assert len(writes) == 1
@@ -266,15 +267,15 @@ def test_flush_output_writes_now() -> None:
 
 def test_a_failing_writer_does_not_starve_the_others() -> None:
     loop = FakeLoop()
-    cork = Cork(loop.call_soon)
+    context = LoopContext(loop.call_soon)
     bad, good = FrameEngine(), FrameEngine()
 
     def broken(data: bytes) -> None:
         raise OSError("gone")
 
     out: list[bytes] = []
-    bad.attach(broken, cork)
-    good.attach(out.append, cork)
+    bad.attach(broken, context)
+    good.attach(out.append, context)
     bad.send("x")
     good.send("y")
     loop.turn()
@@ -286,10 +287,10 @@ def test_large_sends_with_a_writer_keep_their_order() -> None:
     # Large frames may bypass the output buffer; the bytes written must still be in order.
     for writelines in (False, True):
         loop = FakeLoop()
-        cork = Cork(loop.call_soon)
+        context = LoopContext(loop.call_soon)
         engine = FrameEngine(backpressure_limit=8 << 20)
         written: list[bytes] = []
-        engine.attach(written.append, cork,
+        engine.attach(written.append, context,
                       writelines=written.extend if writelines else None)
         big = bytes(range(256)) * 1024
         engine.send("small")
@@ -303,12 +304,12 @@ def test_large_sends_with_a_writer_keep_their_order() -> None:
 
 def test_output_inside_feed_is_one_write_per_read() -> None:
     loop = FakeLoop()
-    engine, writes, cork = attached(loop)
+    engine, writes, context = attached(loop)
     engine.bind_message_handler(lambda ws, m: ws.send(m), 2)
     data = b"".join(cf(TEXT if i % 2 else BINARY, f"m{i}".encode()) for i in range(16))
     engine.feed(data)
     assert len(writes) == 1                        # 16 echoes, one write
-    assert loop.queue == []                        # and nothing left for the cork
+    assert loop.queue == []                        # and nothing left for the context
     assert describe_output(writes[0], masked=False) == [
         ("text" if i % 2 else "binary", f"m{i}" if i % 2 else f"m{i}".encode())
         for i in range(16)]
@@ -316,7 +317,7 @@ def test_output_inside_feed_is_one_write_per_read() -> None:
 
 def test_pongs_and_close_inside_feed_are_one_write() -> None:
     loop = FakeLoop()
-    engine, writes, cork = attached(loop)
+    engine, writes, context = attached(loop)
     engine.feed(cf(PING, b"1") + cf(PING, b"2") + cf(CLOSE, close_payload(1000)))
     assert len(writes) == 1
     assert describe_output(writes[0], masked=False) == [
@@ -324,7 +325,7 @@ def test_pongs_and_close_inside_feed_are_one_write() -> None:
 
 
 def test_detach_drops_output_and_closes() -> None:
-    engine, writes, cork = attached()
+    engine, writes, context = attached()
     engine.send("queued")
     engine.detach()
     assert engine.ready_state == CLOSED
@@ -409,11 +410,11 @@ def test_async_handler_pauses_delivery_until_resumed() -> None:
 
 def test_publish_copies_one_frame_to_each_subscriber() -> None:
     loop = FakeLoop()
-    cork = Cork(loop.call_soon)
+    context = LoopContext(loop.call_soon)
     engines = [FrameEngine() for _ in range(4)]
     writes: list[list[bytes]] = [[] for _ in engines]
     for e, w in zip(engines, writes):
-        e.attach(w.append, cork)
+        e.attach(w.append, context)
     assert publish(tuple(engines), "héllo", exclude=engines[1]) == 3
     assert publish(tuple(engines), bytearray(b"\x00\x01")) == 4
     assert publish(tuple(engines), memoryview(b"m")) == 4
@@ -490,18 +491,18 @@ def test_importing_the_engine_does_not_import_asyncio() -> None:
 
 def test_busy_poll_off_schedules_nothing_on_reads() -> None:
     loop = FakeLoop()
-    engine, writes, cork = attached(loop)
+    engine, writes, context = attached(loop)
     engine.feed(cf(TEXT, b"hi"))
     assert loop.queue == []
-    assert cork.busy_poll == 0.0
+    assert context.busy_poll == 0.0
 
 
 def test_busy_poll_keeps_the_loop_turning_until_reads_stop() -> None:
     import time
     loop = FakeLoop()
-    cork = Cork(loop.call_soon, busy_poll=0.02)
+    context = LoopContext(loop.call_soon, busy_poll=0.02)
     engine = FrameEngine()
-    engine.attach(lambda data: None, cork)
+    engine.attach(lambda data: None, context)
     engine.feed(cf(TEXT, b"hi"))
     assert len(loop.queue) == 1                    # the polling callback
     engine.feed(cf(TEXT, b"again"))
@@ -524,13 +525,13 @@ def test_busy_poll_keeps_the_loop_turning_until_reads_stop() -> None:
 
 def test_note_activity_starts_polling_only_when_enabled() -> None:
     loop = FakeLoop()
-    Cork(loop.call_soon).note_activity()
+    LoopContext(loop.call_soon).note_activity()
     assert loop.queue == []
-    Cork(loop.call_soon, busy_poll=0.001).note_activity()
+    LoopContext(loop.call_soon, busy_poll=0.001).note_activity()
     assert len(loop.queue) == 1
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
 def test_busy_poll_out_of_range_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="busy_poll"):
-        Cork(FakeLoop().call_soon, busy_poll=bad)
+        LoopContext(FakeLoop().call_soon, busy_poll=bad)

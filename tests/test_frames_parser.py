@@ -9,6 +9,7 @@ below the table.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,15 @@ VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
                      3000, 3999, 4000, 4999]
 INVALID_CLOSE_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
+def deflated(data: bytes) -> bytes:
+    """``data`` as a permessage-deflate message payload (RFC 7692 section 7.2.1)."""
+    compressor = zlib.compressobj(wbits=-15)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+DEFLATED_ZZY = deflated(b"zzy")
 BIG = bytes(range(256)) * 257          # 65792 bytes: a 64-bit length
 SIZES = [0, 1, 125, 126, 127, 65535, 65536]
 
@@ -99,7 +109,8 @@ CASES: list[Case] = [
     *[fails(f"rsv-{rsv}-without-extension", cf(BINARY, b"x", rsv=rsv), 1002)
       for rsv in (1, 2, 3, 4, 5, 6, 7)],
     fails("rsv1-on-ping-without-extension", cf(PING, b"", rsv=4), 1002),
-    Case("rsv1-first-frame-with-extension", cf(BINARY, b"zz", rsv=4, fin=False) + cf(CONT, b"y"),
+    Case("rsv1-first-frame-with-extension",
+         cf(BINARY, DEFLATED_ZZY[:3], rsv=4, fin=False) + cf(CONT, DEFLATED_ZZY[3:]),
          [("message", b"zzy")], kw={"rsv1": True}),
     fails("rsv1-on-continuation", cf(BINARY, b"z", fin=False, rsv=4) + cf(CONT, b"y", rsv=4),
           1002, rsv1=True),
@@ -210,7 +221,7 @@ def check(case: Case, splits: list[int]) -> None:
     rsv1 = kw.pop("rsv1", False)
     engine = FrameEngine(**kw)
     if rsv1:
-        engine.enable_rsv1()
+        engine.enable_deflate()               # the extension that gives RSV1 a meaning
     feed_in_pieces(engine, case.data, splits)
     events = normalize(engine.events_received())
     assert events == case.events

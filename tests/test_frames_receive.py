@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from frame_builder import BINARY, CONT, PING, TEXT, cf, normalize
 
-from harpia._frames import Cork, FrameEngine
+from harpia._frames import FrameEngine
+from harpia._loop import LoopContext
 
 KiB = 1024
 
@@ -43,11 +44,11 @@ def transport_reads(engine: FrameEngine, data: bytes, sizes: list[int] | None = 
     return offered
 
 
-def corked(**kw: Any) -> tuple[FrameEngine, Cork]:
-    cork = Cork(lambda cb: None)
+def with_context(**kw: Any) -> tuple[FrameEngine, LoopContext]:
+    context = LoopContext(lambda cb: None)
     engine = FrameEngine(**kw)
-    engine.attach(lambda data: None, cork)
-    return engine, cork
+    engine.attach(lambda data: None, context)
+    return engine, context
 
 
 def sample_stream(rng: random.Random) -> tuple[bytes, list[tuple[Any, ...]]]:
@@ -74,7 +75,7 @@ def sample_stream(rng: random.Random) -> tuple[bytes, list[tuple[Any, ...]]]:
 def test_read_into_gives_the_messages_feed_gives(reads: str) -> None:
     rng = random.Random(7)
     data, expected = sample_stream(rng)
-    engine, _ = corked(max_payload_length=4 << 20)
+    engine, _ = with_context(max_payload_length=4 << 20)
     if reads == "whole areas":
         transport_reads(engine, data)
     elif reads == "1 byte then whole":
@@ -90,16 +91,16 @@ def test_read_into_gives_the_messages_feed_gives(reads: str) -> None:
 def test_large_masked_frames_unmask_in_place_at_any_read_size(length: int, seed: int,
                                                               sizes: list[int]) -> None:
     payload = random.Random(seed).randbytes(length)
-    engine, _ = corked()
+    engine, _ = with_context()
     transport_reads(engine, cf(BINARY, payload) + cf(BINARY, payload[::-1]), sizes=sizes)
     assert engine.events_received() == [("message", payload), ("message", payload[::-1])]
 
 
 def test_a_large_frame_goes_straight_into_the_message() -> None:
-    engine, cork = corked(max_payload_length=8 << 20)
+    engine, context = with_context(max_payload_length=8 << 20)
     payload = bytes(range(256)) * (4 << 20 >> 8)
     offered = transport_reads(engine, cf(BINARY, payload))
-    shared = len(cork.receive_area())
+    shared = len(context.receive_area())
     # The first read lands in the shared area; the rest in windows into the message that
     # at most double it each time: a handful of reads for 4 MiB, not 4 MiB / 256 KiB.
     assert offered[0] == shared
@@ -114,7 +115,7 @@ def test_a_large_frame_goes_straight_into_the_message() -> None:
 def test_an_announced_length_does_not_reserve_memory() -> None:
     # A header promising 8 MiB followed by a trickle: every window stays within what
     # arrived (doubling), never the announced length.
-    engine, _ = corked(max_payload_length=16 << 20)
+    engine, _ = with_context(max_payload_length=16 << 20)
     frame = cf(BINARY, b"\x00" * (8 << 20))
     header_and_start = frame[:14 + 1000]
     offered = transport_reads(engine, header_and_start, sizes=[1 << 30])
@@ -129,7 +130,7 @@ def test_an_announced_length_does_not_reserve_memory() -> None:
 
 
 def test_a_trickled_large_frame_grows_the_message_a_few_times_not_per_read() -> None:
-    engine, _ = corked()
+    engine, _ = with_context()
     payload = bytes(range(256)) * (600 * KiB // 256)
     frame = cf(BINARY, payload)
     offered = transport_reads(engine, frame, sizes=[7])
@@ -139,7 +140,7 @@ def test_a_trickled_large_frame_grows_the_message_a_few_times_not_per_read() -> 
 
 
 def test_invalid_utf8_read_straight_into_a_text_message_fails_at_once() -> None:
-    engine, _ = corked()
+    engine, _ = with_context()
     text = "a" * (300 * KiB)
     bad = bytearray(text.encode())
     bad[200 * KiB] = 0xFF
@@ -152,9 +153,9 @@ def test_invalid_utf8_read_straight_into_a_text_message_fails_at_once() -> None:
 
 
 def test_bytes_held_while_delivery_is_paused_do_not_alias_the_shared_area() -> None:
-    a, cork = corked()
+    a, context = with_context()
     b = FrameEngine()
-    b.attach(lambda data: None, cork)
+    b.attach(lambda data: None, context)
     a.pause_delivery()
     transport_reads(a, cf(TEXT, "for a, held") + cf(BINARY, b"A" * (100 * KiB)))
     # b reads into the same shared area and overwrites it
@@ -165,14 +166,14 @@ def test_bytes_held_while_delivery_is_paused_do_not_alias_the_shared_area() -> N
     assert a.events_received() == [("message", "for a, held"), ("message", b"A" * (100 * KiB))]
 
 
-def test_engines_on_one_cork_share_one_area() -> None:
-    a, cork = corked()
+def test_engines_on_one_loop_context_share_one_area() -> None:
+    a, context = with_context()
     b = FrameEngine()
-    b.attach(lambda data: None, cork)
-    assert a.get_buffer(-1) is b.get_buffer(-1) is cork.receive_area()
+    b.attach(lambda data: None, context)
+    assert a.get_buffer(-1) is b.get_buffer(-1) is context.receive_area()
 
 
-def test_an_engine_without_a_cork_reads_into_its_own_area() -> None:
+def test_an_engine_without_a_loop_context_reads_into_its_own_area() -> None:
     engine = FrameEngine()
     transport_reads(engine, cf(TEXT, "x" * 100) + cf(BINARY, b"y" * (300 * KiB)), sizes=[50_000])
     assert engine.events_received() == [("message", "x" * 100), ("message", b"y" * (300 * KiB))]
@@ -181,7 +182,7 @@ def test_an_engine_without_a_cork_reads_into_its_own_area() -> None:
 def test_output_is_flushed_after_each_read_into() -> None:
     writes: list[bytes] = []
     engine = FrameEngine()
-    engine.attach(writes.append, Cork(lambda cb: None))
+    engine.attach(writes.append, LoopContext(lambda cb: None))
     engine.bind_message_handler(lambda ws, message: ws.send(message))
     transport_reads(engine, cf(TEXT, "one") + cf(TEXT, "two"))
     assert len(writes) == 1 and writes[0].endswith(b"two")

@@ -1,6 +1,30 @@
-# Included by _frames.pyx (one C module: FrameEngine calls into the cork without a
-# Python call).  The cork: one per event loop; it batches output per loop turn, does the
-# loop's busy polling, and owns the receive area the loop's connections read into.
+# cython: language_level=3
+"""What the connections of one event loop share: a ``LoopContext``.
+
+- Output batching (auto-cork): connections that queued frames during a loop turn are
+  written once at its end, however many frames each holds.
+- Busy polling (``busy_poll`` seconds, 0 = off): after a read, the loop is kept turning
+  (a callback that reschedules itself, so the loop polls with a zero timeout) until
+  ``busy_poll`` has passed without another read.  A loop that sleeps in epoll_wait takes
+  a wake-up to notice the next request - tens of microseconds on a virtual machine whose
+  idle CPU halts - while a polling loop sees it at once.  The cost is CPU while traffic
+  flows; with no traffic the loop sleeps as usual.
+- The receive area: reads on one loop never interleave, so its connections share one.
+"""
+from libc.stdint cimport int64_t
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk_id, timespec *tp)
+    int CLOCK_MONOTONIC
+
+cdef enum:
+    # As uvloop's own read buffer.
+    RECEIVE_AREA_SIZE = 262144
+
 
 cdef inline int64_t _monotonic_ns() noexcept nogil:
     cdef timespec ts
@@ -8,24 +32,21 @@ cdef inline int64_t _monotonic_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef class Cork:
-    """The connections with output queued during this loop turn, written at its end.
+cdef class LoopMember:
+    """A connection of a ``LoopContext`` (the frame engine derives from it)."""
 
-    One per event loop.  ``call_soon`` is the loop's; the cork schedules itself once per
-    turn, however many connections and frames it collects.
+    cdef int write_queued(self) except -1:
+        return 0
 
-    It also does the loop's busy polling (``busy_poll`` seconds, 0 = off): after a read,
-    the loop is kept turning (a callback that reschedules itself, so the loop polls with a
-    zero timeout) until ``busy_poll`` has passed without another read.  A loop that sleeps
-    in epoll_wait takes a wake-up to notice the next request - tens of microseconds on a
-    virtual machine whose idle CPU halts - while a polling loop sees it at once.  The cost
-    is CPU while traffic flows; with no traffic the loop sleeps as usual.
-    """
+
+cdef class LoopContext:
+    """What the connections of one event loop share: output batching per loop turn, busy
+    polling and the receive area.  ``call_soon`` is the loop's."""
 
     def __init__(self, call_soon, double busy_poll=0.0):
         if not 0.0 <= busy_poll <= 1.0:
             raise ValueError("busy_poll must be between 0 and 1 second")
-        self.dirty = []
+        self.queued = []
         self.scheduled = False
         self.call_soon = call_soon
         self._run_cb = self.run
@@ -38,7 +59,7 @@ cdef class Cork:
     def receive_area(self):
         """The writable area that connections of this loop read into, one read at a time."""
         if self.recv_view is None:
-            self.recv_area = bytearray(RECV_AREA)
+            self.recv_area = bytearray(RECEIVE_AREA_SIZE)
             self.recv_view = memoryview(self.recv_area)
         return self.recv_view
 
@@ -70,21 +91,21 @@ cdef class Cork:
         else:
             self.polling = False
 
-    cdef int add(self, FrameEngine engine) except -1:
-        self.dirty.append(engine)
+    cdef int add(self, LoopMember member) except -1:
+        self.queued.append(member)
         if not self.scheduled:
             self.scheduled = True
             self.call_soon(self._run_cb)
         return 0
 
     def run(self):
-        cdef list dirty = self.dirty
-        cdef FrameEngine engine
-        self.dirty = []
+        """Write every member queued since the last run (the scheduled callback)."""
+        cdef list queued = self.queued
+        cdef LoopMember member
+        self.queued = []
         self.scheduled = False
-        for engine in dirty:
-            engine.corked = False
+        for member in queued:
             try:
-                engine.flush()
+                member.write_queued()
             except Exception as exc:      # one broken transport must not starve the rest
-                engine.handler_failed(exc)
+                (<object>member).handler_failed(exc)

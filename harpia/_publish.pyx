@@ -1,6 +1,19 @@
-# Included by _frames.pyx.  publish: one message to many connections, serialized once
-# (compressed once per group of subscribers that can share the bytes) and copied into
-# each subscriber's output buffer in C.
+# cython: language_level=3
+"""Publish: one message to many connections, serialized once (compressed once per group
+of subscribers that can share the bytes) and copied into each subscriber's output buffer
+in C."""
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.stdint cimport uint8_t
+from libc.string cimport memcpy
+
+from harpia cimport _frames
+from harpia._deflate cimport Deflater, PerMessageDeflate, trim_output
+from harpia._frames cimport FrameEngine
+from harpia._wire cimport (FIN, RSV1, Opcode, decode_length, header_size, length_field_size,
+                           write_header)
+
 
 def publish(tuple subscribers, message, FrameEngine exclude=None, compress=None):
     """Send ``message`` to every engine in ``subscribers`` but ``exclude``.
@@ -22,17 +35,17 @@ def publish(tuple subscribers, message, FrameEngine exclude=None, compress=None)
     cdef bytes encoded
     if isinstance(message, str):
         p = PyUnicode_AsUTF8AndSize(message, &n)
-        opcode = OP_TEXT
+        opcode = Opcode.TEXT
     else:
         encoded = message if PyBytes_CheckExact(message) else bytes(message)
         p = PyBytes_AS_STRING(encoded)
         n = PyBytes_GET_SIZE(encoded)
-        opcode = OP_BINARY
-    cdef bytes frame = PyBytes_FromStringAndSize(NULL, _header_size(n, False) + n)
+        opcode = Opcode.BINARY
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, header_size(n, False) + n)
     cdef char *f = PyBytes_AS_STRING(frame)
-    hlen = _write_header(<uint8_t *>f, 0x80 | opcode, n, NULL)
+    hlen = write_header(<uint8_t *>f, FIN | opcode, n, NULL)
     memcpy(f + hlen, p, n)
-    if _deflate_engines == 0 or compress is False:
+    if _frames.deflate_engines == 0 or compress is False:
         return _publish_copy(subscribers, frame, exclude)
     return _publish_deflate(subscribers, frame, opcode, <const uint8_t *>p, n, exclude, compress)
 
@@ -48,9 +61,9 @@ cdef bytes _compressed_frame(Deflater deflater, int opcode, const uint8_t *p, Py
     if clen >= n:
         trim_output()
         return plain
-    frame = PyBytes_FromStringAndSize(NULL, _header_size(clen, False) + clen)
+    frame = PyBytes_FromStringAndSize(NULL, header_size(clen, False) + clen)
     f = PyBytes_AS_STRING(frame)
-    hlen = _write_header(<uint8_t *>f, 0x80 | RSV1 | opcode, clen, NULL)
+    hlen = write_header(<uint8_t *>f, FIN | RSV1 | opcode, clen, NULL)
     memcpy(f + hlen, out, clen)
     trim_output()
     return frame
@@ -99,21 +112,14 @@ def publish_serialized(tuple subscribers, bytes frame, FrameEngine exclude=None)
 
     A whole unmasked text or binary frame is compressed for permessage-deflate subscribers
     as ``publish`` does (once per group); anything else is copied as it is."""
-    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(frame)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
     cdef Py_ssize_t hlen, plen
     cdef const uint8_t *h = <const uint8_t *>PyBytes_AS_STRING(frame)
-    if _deflate_engines != 0 and n >= 2 and (h[0] == 0x81 or h[0] == 0x82) and h[1] < 0x80:
-        plen = h[1]
-        hlen = 2
-        if plen == 126 and n >= 4:
-            plen = (<Py_ssize_t>h[2] << 8) | h[3]
-            hlen = 4
-        elif plen == 127 and n >= 10:
-            plen = 0
-            for i in range(8):
-                plen = (plen << 8) | h[2 + i]
-            hlen = 10
-        if hlen + plen == n:
+    if _frames.deflate_engines != 0 and n >= 2 and h[1] < 0x80 and \
+            (h[0] == FIN | Opcode.TEXT or h[0] == FIN | Opcode.BINARY):
+        hlen = 2 + length_field_size(h[1])
+        plen = <Py_ssize_t>decode_length(h) if n >= hlen else -1
+        if plen >= 0 and hlen + plen == n:
             return _publish_deflate(subscribers, frame, h[0] & 0x0F, h + hlen, plen, exclude, None)
     return _publish_copy(subscribers, frame, exclude)
 

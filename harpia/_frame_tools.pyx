@@ -1,5 +1,21 @@
-# Included by _frames.pyx.  Single frames and byte strings, outside any connection:
-# the tools tests, fuzzers and clients use.
+# cython: language_level=3
+"""Single frames and byte strings, outside any connection: the tools tests, fuzzers and
+clients use (``harpia._frames`` re-exports them)."""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memcpy
+
+from harpia._wire cimport FIN, RSV1, header_size, write_header
+
+cdef extern from "_mask.h" nogil:
+    void harpia_mask(unsigned char *dst, const unsigned char *src, size_t n,
+                     const unsigned char *key, size_t phase)
+
+cdef extern from "_utf8.h" nogil:
+    int harpia_utf8_feed(uint32_t *state, const unsigned char *s, size_t n)
+    int harpia_utf8_complete(uint32_t state)
+
 
 def serialize_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask=None):
     """One frame as bytes (for tests and tools): unmasked unless ``mask`` (4 bytes) is given."""
@@ -8,10 +24,10 @@ def serialize_frame(int opcode, payload, *, bint fin=True, bint rsv1=False, mask
     cdef bytes key = None if mask is None else bytes(mask)
     if key is not None and len(key) != 4:
         raise ValueError("mask must be 4 bytes")
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, _header_size(n, key is not None) + n)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, header_size(n, key is not None) + n)
     cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
-    cdef Py_ssize_t hlen = _write_header(
-        p, (0x80 if fin else 0) | (RSV1 if rsv1 else 0) | (opcode & 0x0F), n,
+    cdef Py_ssize_t hlen = write_header(
+        p, (FIN if fin else 0) | (RSV1 if rsv1 else 0) | (opcode & 0x0F), n,
         NULL if key is None else <const uint8_t *>PyBytes_AS_STRING(key))
     if key is None:
         memcpy(p + hlen, PyBytes_AS_STRING(data), n)

@@ -1,0 +1,63 @@
+# The output side of a connection: the frames queued this loop turn and the backpressure
+# accounting.  The frame engine holds one as a typed attribute (direct C calls).
+cimport cython
+from libc.stdint cimport uint8_t
+
+from harpia._buffer cimport ByteBuffer
+
+
+cdef enum:
+    # What a send answers when the frame was queued and the buffer is now over the limit
+    # (else the frame's size; 0 when the engine did not admit it).
+    OVER_LIMIT = -1
+    # Why these sizes: a frame queued this turn is copied once into the buffer; past
+    # CORK_FLUSH_AT the buffer goes to the transport at once so the kernel absorbs what it
+    # can (a handler sending in a loop is not capped at one turn's worth).  A payload of
+    # DIRECT_WRITE_AT bytes or more skips the buffer (no copy at all from a bytes object).
+    # A buffer over KEEP_BUFFER is freed after use: an idle connection holds nothing.
+    CORK_FLUSH_AT = 65536
+    DIRECT_WRITE_AT = 65536
+    KEEP_BUFFER = 4096
+
+
+@cython.final
+cdef class OutputBuffer:
+    cdef ByteBuffer queued
+    cdef readonly Py_ssize_t limit
+    cdef Py_ssize_t transport_buffered
+    cdef bint writing_paused
+    cdef bint awaiting_drain         # went over the limit; drain not yet reached
+    cdef bint corked                 # in the loop context's list for this turn
+    cdef object writer
+    cdef object writelines
+    cdef object buffer_size
+
+    cdef Py_ssize_t append_frame(self, uint8_t first_byte, const uint8_t *data, Py_ssize_t n,
+                                 bint masked) except -1
+    cdef Py_ssize_t append_serialized(self, const char *frame, Py_ssize_t n) except -1
+    cdef Py_ssize_t write_direct(self, uint8_t first_byte, object payload, const uint8_t *data,
+                                 Py_ssize_t n) except -1
+    cdef bint write(self) except -1
+    cdef bint drain_reached(self) except -1
+    cdef bytes take(self)
+    cdef void discard(self) noexcept
+
+    cdef inline Py_ssize_t buffered(self) noexcept:
+        return self.queued.len + self.transport_buffered
+
+    cdef inline bint admits(self) noexcept:
+        # The one admission check: a send is dropped while the buffer is over its limit.
+        return self.queued.len + self.transport_buffered <= self.limit
+
+    cdef inline bint went_over_limit(self) noexcept:
+        # True if the buffer is over the limit now; drain is then awaited.
+        if self.queued.len + self.transport_buffered > self.limit:
+            self.awaiting_drain = True
+            return True
+        return False
+
+    cdef inline bint turn_full(self) noexcept:
+        return self.queued.len >= CORK_FLUSH_AT and not self.writing_paused
+
+    cdef inline bint can_write_direct(self, Py_ssize_t n) noexcept:
+        return n >= DIRECT_WRITE_AT and self.writer is not None and not self.writing_paused
