@@ -1,5 +1,7 @@
 # The C surface of permessage-deflate (RFC 7692) for the frame engine.  Users see _deflate.pyi.
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+from harpia._buffer cimport ByteBuffer
 
 
 cdef extern from "zlib.h" nogil:
@@ -65,6 +67,15 @@ cdef class Inflater:
     cdef void free_state(self) noexcept
 
 
+cdef enum:
+    # What inflate_into says about a message's compressed bytes.
+    INFLATE_OK = 0
+    INFLATE_TOO_BIG = 1            # it inflates past the message size limit
+    INFLATE_BAD_DATA = 2           # not valid deflate data
+    INFLATE_BAD_UTF8 = 3           # a text message that is not UTF-8
+    INFLATE_TRAILING = 4           # bytes after the final deflate block
+
+
 cdef class PerMessageDeflate:
     """The negotiated permessage-deflate of one connection (``local``: what we send)."""
     cdef readonly bint client
@@ -83,6 +94,8 @@ cdef class PerMessageDeflate:
     cdef bint inflater_borrowed
     cdef public uint64_t wire_in
 
+    cdef int inflate_into(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
+                          Py_ssize_t max_length, uint32_t *utf8_state) except -1
     cdef Deflater get_deflater(self)
     cdef Inflater begin_message(self)
     cdef int end_message(self) except -1
@@ -90,3 +103,6 @@ cdef class PerMessageDeflate:
 
 
 cdef void trim_output() noexcept
+# How many connections have permessage-deflate on (live PerMessageDeflate states): while
+# none has, a publish takes the plain path and never looks at a subscriber's compression.
+cdef Py_ssize_t active_count

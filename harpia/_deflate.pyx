@@ -20,29 +20,35 @@ Output of ``Deflater.compress`` goes to one module-level buffer, reused by every
 (the engine copies it into a frame right away); past ``KEEP_OUTPUT`` it is freed after use.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdint cimport uint8_t, uint32_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-DEF Z_OK = 0
-DEF Z_STREAM_END = 1
-DEF Z_NEED_DICT = 2
-DEF Z_STREAM_ERROR = -2
-DEF Z_DATA_ERROR = -3
-DEF Z_MEM_ERROR = -4
-DEF Z_BUF_ERROR = -5
-DEF Z_NO_FLUSH = 0
-DEF Z_SYNC_FLUSH = 2
-DEF Z_DEFLATED = 8
-DEF Z_DEFAULT_STRATEGY = 0
+from harpia._buffer cimport ByteBuffer, buffer_reserve, buffer_resize, buffer_trim
 
-# zlib counts in 32-bit unsigned ints: larger inputs go through in slices.
-DEF SLICE = 1 << 30
-# The compressed-output buffer is kept between calls up to this size (a typical message).
-DEF KEEP_OUTPUT = 65536
-# Free inflaters kept for peers that reset their context; each holds ~7 KiB of zlib state
-# plus a 32 KiB window once used, so the pool costs at most ~320 KiB per process.
-DEF POOL_SIZE = 8
+cdef extern from "_utf8.h" nogil:
+    int harpia_utf8_feed(uint32_t *state, const unsigned char *s, size_t n)
+
+cdef enum:
+    # zlib's return codes, flush modes and the method/strategy harpia uses (zlib.h).
+    Z_OK = 0
+    Z_STREAM_END = 1
+    Z_NEED_DICT = 2
+    Z_STREAM_ERROR = -2
+    Z_DATA_ERROR = -3
+    Z_MEM_ERROR = -4
+    Z_BUF_ERROR = -5
+    Z_NO_FLUSH = 0
+    Z_SYNC_FLUSH = 2
+    Z_DEFLATED = 8
+    Z_DEFAULT_STRATEGY = 0
+    # zlib counts in 32-bit unsigned ints: larger inputs go through in slices.
+    SLICE = 1 << 30
+    # The compressed-output buffer is kept between calls up to this size (a typical message).
+    KEEP_OUTPUT = 65536
+    # Free inflaters kept for peers that reset their context; each holds ~7 KiB of zlib
+    # state plus a 32 KiB window once used, so the pool costs at most ~320 KiB per process.
+    POOL_SIZE = 8
 
 
 def zlib_version():
@@ -50,32 +56,22 @@ def zlib_version():
     return zlibVersion().decode()
 
 
-cdef uint8_t *_out = NULL
-cdef Py_ssize_t _out_cap = 0
-
-
-cdef int _out_reserve(Py_ssize_t need) except -1:
-    global _out, _out_cap
-    cdef uint8_t *buf
-    if need <= _out_cap:
-        return 0
-    if need < 2 * _out_cap:
-        need = 2 * _out_cap
-    buf = <uint8_t *>realloc(_out, need)
-    if buf == NULL:
-        raise MemoryError()
-    _out = buf
-    _out_cap = need
-    return 0
+# Every Deflater compresses into this one buffer (messages are compressed one at a time).
+cdef ByteBuffer _output
+active_count = 0
 
 
 cdef void trim_output() noexcept:
     """Free the shared output buffer if a large message grew it."""
-    global _out, _out_cap
-    if _out_cap > KEEP_OUTPUT:
-        free(_out)
-        _out = NULL
-        _out_cap = 0
+    buffer_trim(&_output, KEEP_OUTPUT)
+
+
+cdef int _check_init(int rc, str call) except -1:
+    if rc == Z_MEM_ERROR:
+        raise MemoryError()
+    if rc != Z_OK:
+        raise RuntimeError(f"{call} failed ({rc})")
+    return 0
 
 
 cdef class Deflater:
@@ -102,12 +98,8 @@ cdef class Deflater:
         self.free_state()
 
     cdef int _init(self) except -1:
-        cdef int rc = deflateInit2(&self.strm, self.level, Z_DEFLATED, -self.window_bits,
-                                   self.memory_level, Z_DEFAULT_STRATEGY)
-        if rc == Z_MEM_ERROR:
-            raise MemoryError()
-        if rc != Z_OK:
-            raise RuntimeError(f"deflateInit2 failed ({rc})")
+        _check_init(deflateInit2(&self.strm, self.level, Z_DEFLATED, -self.window_bits,
+                                 self.memory_level, Z_DEFAULT_STRATEGY), "deflateInit2")
         self.initialized = True
         self.dirty = False
         return 0
@@ -128,16 +120,16 @@ cdef class Deflater:
         if n == 0:
             # An empty stored block, its tail removed (RFC 7692 section 7.2.3.6).  zlib
             # would write nothing at all for a second flush without input in between.
-            _out_reserve(64)
-            _out[0] = 0
+            buffer_reserve(&_output, 64)
+            _output.data[0] = 0
             out_len[0] = 1
-            return _out
+            return <const uint8_t *>_output.data
         if not self.initialized:
             self._init()
         elif self.no_context_takeover and self.dirty:
             deflateReset(&self.strm)
         self.dirty = True
-        _out_reserve(<Py_ssize_t>deflateBound(&self.strm, <unsigned long>n) + 64)
+        buffer_reserve(&_output, <Py_ssize_t>deflateBound(&self.strm, <unsigned long>n) + 64)
         self.strm.next_in = data
         while True:
             take = left if left < SLICE else SLICE
@@ -145,13 +137,15 @@ cdef class Deflater:
             self.strm.avail_in = <unsigned int>take
             flush = Z_SYNC_FLUSH if left == 0 else Z_NO_FLUSH
             while True:
-                if produced == _out_cap:
-                    _out_reserve(2 * _out_cap)
-                self.strm.next_out = _out + produced
+                if produced == _output.cap:
+                    _output.len = produced
+                    buffer_reserve(&_output, _output.cap)
+                    _output.len = 0
+                self.strm.next_out = <uint8_t *>_output.data + produced
                 self.strm.avail_out = <unsigned int>(
-                    _out_cap - produced if _out_cap - produced < SLICE else SLICE)
+                    _output.cap - produced if _output.cap - produced < SLICE else SLICE)
                 rc = deflate(&self.strm, flush)
-                produced = self.strm.next_out - _out
+                produced = self.strm.next_out - <uint8_t *>_output.data
                 if rc == Z_STREAM_ERROR:
                     # The stream is unusable; the next message starts a fresh one.
                     self.free_state()
@@ -163,7 +157,7 @@ cdef class Deflater:
         self.strm.next_in = NULL
         self.strm.next_out = NULL
         out_len[0] = produced - 4 if produced >= 4 else produced
-        return _out
+        return <const uint8_t *>_output.data
 
     def compress_message(self, data):
         """Compress ``data`` (bytes-like) as one message's payload; for tests and tools."""
@@ -203,11 +197,7 @@ cdef class Inflater:
         self.free_state()
 
     cdef int _init(self) except -1:
-        cdef int rc = inflateInit2(&self.strm, -self.window_bits)
-        if rc == Z_MEM_ERROR:
-            raise MemoryError()
-        if rc != Z_OK:
-            raise RuntimeError(f"inflateInit2 failed ({rc})")
+        _check_init(inflateInit2(&self.strm, -self.window_bits), "inflateInit2")
         self.initialized = True
         self.ended = False
         return 0
@@ -306,8 +296,57 @@ cdef class PerMessageDeflate:
         self.compress_threshold = compress_threshold
         self.can_compress = local_max_window_bits >= 9
 
+    def __cinit__(self):
+        global active_count
+        active_count += 1
+
     def __dealloc__(self):
+        global active_count
+        active_count -= 1
         self.release()
+
+    cdef int inflate_into(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
+                          Py_ssize_t max_length, uint32_t *utf8_state) except -1:
+        """Inflate ``src[:n]`` (part of the message begun with ``begin_message``) onto the
+        end of ``msg``, validating it as UTF-8 with ``utf8_state`` unless that is NULL.
+
+        ``msg`` grows with the output up to ``max_length`` + 1 bytes: one byte more is
+        INFLATE_TOO_BIG at once, so a small frame that would inflate to gigabytes costs no
+        more than the limit."""
+        cdef Inflater inflater = self.inflater
+        cdef Py_ssize_t limit = max_length + 1
+        cdef Py_ssize_t room, cap, consumed, produced
+        cdef uint8_t *dst
+        cdef int rc
+        while True:
+            if msg.len == msg.cap:
+                if msg.cap >= limit:
+                    return INFLATE_TOO_BIG
+                cap = msg.cap * 2 if msg.cap else 4 * n
+                if cap < 1024:
+                    cap = 1024
+                if cap > limit:
+                    cap = limit
+                buffer_resize(msg, cap)
+            room = msg.cap - msg.len
+            dst = <uint8_t *>msg.data + msg.len
+            rc = inflater.inflate_some(src, n, dst, room, &consumed, &produced)
+            if rc < 0:
+                return INFLATE_BAD_DATA
+            if produced:
+                msg.len += produced
+                if msg.len > max_length:
+                    return INFLATE_TOO_BIG
+                if utf8_state != NULL and harpia_utf8_feed(utf8_state, dst, produced) < 0:
+                    return INFLATE_BAD_UTF8
+            src += consumed
+            n -= consumed
+            if rc == 1:
+                return INFLATE_TRAILING if n else INFLATE_OK
+            if n == 0 and produced < room:
+                return INFLATE_OK
+            if consumed == 0 and produced == 0:
+                return INFLATE_BAD_DATA
 
     cdef Deflater get_deflater(self):
         if self.deflater is None:

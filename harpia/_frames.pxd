@@ -3,32 +3,21 @@ cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from harpia._buffer cimport ByteBuffer
-from harpia._deflate cimport PerMessageDeflate
-from harpia._loop cimport LoopContext, LoopMember
-from harpia._output cimport OutputBuffer
+from harpia._sender cimport FrameSender
 
 
-cdef class FrameEngine(LoopMember):
+cdef class FrameEngine(FrameSender):
     # --- settings (fixed for the life of a connection) ---
-    cdef readonly bint client
     cdef readonly Py_ssize_t max_payload_length
-    cdef readonly bint close_on_backpressure_limit
     cdef readonly Py_ssize_t inbound_limit
     cdef uint8_t rsv_allowed
 
     # --- connection state ---
-    cdef public int ready_state
-    cdef readonly int close_code_sent
     cdef readonly int close_code_received
     cdef readonly object close_reason_received
-    cdef readonly object close_reason_sent
-    cdef readonly Py_ssize_t dropped
     # --- counters for app.stats(): plain C increments, nothing when nobody reads them ---
     cdef readonly unsigned long long messages_in
-    cdef readonly unsigned long long messages_out
     cdef readonly unsigned long long bytes_in
-    cdef readonly unsigned long long bytes_out
-    cdef readonly unsigned long long backpressure_events
     cdef public uint32_t last_seen
 
     # --- parser state: a frame header is kept here until it is complete ---
@@ -54,23 +43,15 @@ cdef class FrameEngine(LoopMember):
     cdef uint32_t utf8_state
     cdef uint8_t ctl_buf[125]
     cdef int ctl_len
-    # permessage-deflate, when negotiated (None otherwise: the plain paths never look further)
-    cdef readonly PerMessageDeflate compression
-    cdef bint deflate_counted      # in deflate_engines (a C flag: GC may clear the object first)
 
     # --- inbound flow control: bytes held while an async handler runs ---
     cdef bint delivery_paused
     cdef list held
     cdef Py_ssize_t held_size
-    cdef uint8_t read_pause_reasons
     cdef Py_ssize_t read_frames        # frames parsed from the current read (fairness)
     cdef Py_ssize_t read_inflated      # bytes inflated from the current read (fairness)
     cdef bint inflate_yielding         # parsing stopped for this loop turn: too much inflated
 
-    # --- outbound: the frames queued this loop turn, written at its end ---
-    cdef OutputBuffer output
-    cdef LoopContext loop
-    cdef bint in_feed
 
     # --- the user's message handler, bound once ---
     cdef object on_message
@@ -78,13 +59,10 @@ cdef class FrameEngine(LoopMember):
     cdef bint message_async
     # called with a sampled handler duration in nanoseconds (latency histograms), or None
     cdef public object handler_timer
-    cdef list events
 
     # Every method below is final: Python subclasses cannot override cdef methods anyway,
     # and a final method is a direct C call (the compiler may inline it), not a vtable call.
 
-    @cython.final
-    cdef int _event(self, tuple event) except -1
     @cython.final
     cdef int _feed(self, object data) except -1
     @cython.final
@@ -121,6 +99,7 @@ cdef class FrameEngine(LoopMember):
     cdef int _compressed_chunk(self, const uint8_t *src, Py_ssize_t n) except -1
     @cython.final
     cdef int _inflate(self, const uint8_t *src, Py_ssize_t n) except -1
+    cdef int _output_drained(self) except -1
     @cython.final
     cdef int _control_frame(self) except -1
     @cython.final
@@ -130,40 +109,5 @@ cdef class FrameEngine(LoopMember):
     @cython.final
     cdef void _msg_reset(self) noexcept
     @cython.final
-    cdef bint _admit(self) noexcept
-    @cython.final
-    cdef Py_ssize_t _queued(self, Py_ssize_t total) except -2
-    @cython.final
-    cdef Py_ssize_t _settle(self, Py_ssize_t total) except -2
-    @cython.final
-    cdef Py_ssize_t _send_under_limit(self, int opcode, const uint8_t *data, Py_ssize_t n,
-                                      uint8_t rsv) except -2
-    @cython.final
-    cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2
-    @cython.final
-    cdef Py_ssize_t _send_whole(self, int opcode, uint8_t rsv, object payload,
-                                const uint8_t *data, Py_ssize_t n) except -2
-    @cython.final
-    cdef Py_ssize_t _send_control(self, int opcode, object data) except -2
-    @cython.final
-    cdef Py_ssize_t _send_compressible(self, int opcode, object payload, const uint8_t *data,
-                                       Py_ssize_t n, object compress) except -2
-    @cython.final
-    cdef Py_ssize_t _send_message(self, object message, object compress) except -2
-    @cython.final
     cdef void _drop_compression(self) noexcept
-    @cython.final
-    cdef int _start_close(self, int code, str reason) except -1
-    @cython.final
-    cdef int _mark_dirty(self) except -1
-    @cython.final
-    cdef int _write_output(self) except -1
-    @cython.final
-    cdef int _check_drain(self) except -1
-    @cython.final
-    cdef int _pause_reading(self, uint8_t reason) except -1
-    @cython.final
-    cdef int _resume_reading(self, uint8_t reason) except -1
 
-
-cdef Py_ssize_t deflate_engines

@@ -4,18 +4,17 @@ Bytes go in through ``FrameEngine.feed``; messages come out through the bound me
 handler (or ``events_received()``); frames to send collect in an output buffer written to
 the attached writer once per event-loop turn (or taken with ``data_to_send()``).
 """
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final, Literal, overload
 
-from _typeshed import ReadableBuffer, WriteableBuffer
-from typing_extensions import Self, TypeAlias, disjoint_base
+from _typeshed import ReadableBuffer
+from typing_extensions import Self, disjoint_base
 
-from harpia._deflate import PerMessageDeflate
 from harpia._frame_tools import apply_mask as apply_mask
 from harpia._frame_tools import serialize_frame as serialize_frame
 from harpia._frame_tools import unmask_inplace as unmask_inplace
 from harpia._frame_tools import utf8_valid as utf8_valid
-from harpia._loop import LoopContext, LoopMember
+from harpia._sender import FrameSender, _Message
 from harpia._wire import is_valid_close_code as is_valid_close_code
 
 CONNECTING: Final = 0
@@ -27,23 +26,13 @@ CLOSING: Final = 2
 CLOSED: Final = 3
 """``ready_state`` once the closing handshake is complete or the transport is gone."""
 
-_Message: TypeAlias = str | bytes
-_Event: TypeAlias = (
-    tuple[Literal["message"], _Message]
-    | tuple[Literal["ping"], bytes]
-    | tuple[Literal["pong"], bytes]
-    | tuple[Literal["close"], int, str]
-    | tuple[Literal["protocol_error"], int, str]
-    | tuple[Literal["handler_error"], BaseException]
-    | tuple[Literal["drain"]]
-)
 
 def set_clock(seconds: int) -> None:
     """Set the coarse clock (whole seconds, 0 to 2**32 - 1) that ``last_seen`` is stamped with."""
 
 @disjoint_base
-class FrameEngine(LoopMember):
-    """One WebSocket connection's protocol state: parser, serializer, output buffer.
+class FrameEngine(FrameSender):
+    """One WebSocket connection's protocol state: the parser here, the send side inherited.
 
     ``client=False`` is the server role (incoming frames must be masked, outgoing are not);
     ``client=True`` the reverse.  Limits are checked when a frame header arrives, before any
@@ -51,28 +40,11 @@ class FrameEngine(LoopMember):
     """
 
     @property
-    def client(self) -> bool:
-        """True in the client role: incoming frames are unmasked, outgoing ones masked."""
-    @property
     def max_payload_length(self) -> int:
         """Largest message accepted, in bytes, summed over its fragments; more fails with 1009."""
     @property
-    def backpressure_limit(self) -> int:
-        """Output bytes buffered past which ``send`` returns -1, then drops until drained."""
-    @property
-    def close_on_backpressure_limit(self) -> bool:
-        """Close with 1013 instead of dropping when ``backpressure_limit`` is exceeded."""
-    @property
     def inbound_limit(self) -> int:
         """Input bytes held behind a running async handler past which reading pauses."""
-    ready_state: int
-    """0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED (the module's constants)."""
-    @property
-    def close_code_sent(self) -> int:
-        """The code of the close frame we sent (1005 if it had none); 0 before closing."""
-    @property
-    def close_reason_sent(self) -> str:
-        """The reason in the close frame we sent; empty before closing and for an echo."""
     @property
     def close_code_received(self) -> int:
         """The code of the peer's close frame (1005 if it had none); 0 before one arrived."""
@@ -80,8 +52,6 @@ class FrameEngine(LoopMember):
     def close_reason_received(self) -> str:
         """The reason in the peer's close frame; empty before one arrived."""
     @property
-    def dropped(self) -> int:
-        """How many frames were not queued because of closing or backpressure."""
     #: Called with a sampled message handler duration in nanoseconds (latency
     #: histograms); None: not timed.
     handler_timer: Callable[[int], object] | None
@@ -89,25 +59,10 @@ class FrameEngine(LoopMember):
     def messages_in(self) -> int:
         """Messages delivered from the peer."""
     @property
-    def messages_out(self) -> int:
-        """Data messages queued for the peer."""
-    @property
     def bytes_in(self) -> int:
         """Bytes received (the wire, headers included)."""
-    @property
-    def bytes_out(self) -> int:
-        """Bytes queued for the peer (frames, headers included)."""
-    @property
-    def backpressure_events(self) -> int:
-        """Sends that took the buffer over backpressure_limit."""
     last_seen: int
     """The ``set_clock`` time of the last ``feed``; the idle sweeper compares it."""
-    transport_buffered: int
-    """Bytes the transport still holds (reported by ``pause_output``/``resume_output``)."""
-    @property
-    def compression(self) -> PerMessageDeflate | None:
-        """The ``harpia._deflate.PerMessageDeflate`` state once ``enable_deflate`` ran, else None."""
-
     def __init__(
         self,
         *,
@@ -132,13 +87,6 @@ class FrameEngine(LoopMember):
         """The message handler (or a writer) raised ``exc``; the connection is untouched."""
     def start_async(self, awaitable: Any) -> bool:
         """Run an async handler's awaitable; True if still pending (delivery then pauses)."""
-    def drained(self) -> None:
-        """The output buffer fell back to a quarter of ``backpressure_limit``: send again."""
-    def set_reading(self, reading: bool) -> None:
-        """Pause (False) or resume (True) reading from the transport."""
-    def closing_started(self) -> None:
-        """A close frame was just queued (ours or the echo): start the close timeout."""
-
     # Input.
     def feed(self, data: ReadableBuffer) -> None:
         """Parse ``data``; deliver every complete message; then write the output once."""
@@ -185,59 +133,9 @@ class FrameEngine(LoopMember):
         compress_threshold: int = 0,
     ) -> None:
         """Turn on permessage-deflate (RFC 7692) with the negotiated parameters (``local_*``: what we send)."""
-    def attach(
-        self,
-        writer: Callable[[bytes], object] | None,
-        loop: LoopContext | None = None,
-        writelines: Callable[[Iterable[bytes]], object] | None = None,
-        buffer_size: Callable[[], int] | None = None,
-    ) -> None:
-        """Hand output to ``writer``, batched per loop turn by ``loop``; ``writelines`` avoids
-        copies of large payloads, ``buffer_size()`` reports what the transport still holds."""
     def detach(self) -> None:
         """The transport is gone: drop queued output and input, write nothing more (CLOSED)."""
 
-    # Output.
-    def send(self, message: str | ReadableBuffer, compress: bool | None = None) -> int:
-        """Queue ``str`` as text, bytes-like as binary: frame size, -1 if now over the limit, 0 if dropped.
-
-        ``compress`` (permessage-deflate only): None compresses messages of at least
-        ``compress_threshold`` bytes, True always, False never.
-        """
-    def send_text(self, message: str) -> int:
-        """Queue a text message; returns as ``send``."""
-    def send_binary(self, message: ReadableBuffer) -> int:
-        """Queue a binary message; returns as ``send``."""
-    def send_frame(
-        self, opcode: int, payload: ReadableBuffer, *, fin: bool = True, rsv1: bool = False
-    ) -> int:
-        """Queue one raw frame (fragments, control frames) without protocol checks and past
-        the backpressure limit (an opcode outside 0-15 is a ValueError); returns the payload
-        size, or 0 once closing."""
-    def ping(self, data: str | ReadableBuffer = b"") -> int:
-        """Queue a ping (payload at most 125 bytes, else ValueError); returns as ``send``."""
-    def pong(self, data: str | ReadableBuffer = b"") -> int:
-        """Queue an unsolicited pong (payload at most 125 bytes); returns as ``send``."""
-    def close(self, code: int = ..., reason: str = "") -> None:
-        """Start the closing handshake, by default with 1000 (normal closure); ValueError for
-        a code that may not be sent or a reason over 123 bytes."""
-    def data_to_send(self) -> bytes:
-        """Take the bytes queued for the peer (sans-I/O use, when no writer is attached)."""
-    def events_received(self) -> list[_Event]:
-        """Take the events recorded by the default hooks since the last call."""
-    def flush_output(self) -> None:
-        """Write what is queued now instead of at the end of the loop turn."""
-    def pause_output(self, transport_buffered: int) -> None:
-        """The transport's buffer is full: hold frames here until ``resume_output``."""
-    def resume_output(self, transport_buffered: int) -> None:
-        """The transport drained to ``transport_buffered`` bytes: write what is held."""
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes queued and not yet accepted by the kernel, as far as the engine knows."""
-    @property
-    def reading_paused(self) -> bool:
-        """True while reading is paused (output over the limit or input held)."""
     @property
     def is_input_closed(self) -> bool:
         """True once nothing more will be parsed (close received, protocol error, detached)."""

@@ -25,9 +25,9 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from harpia._buffer cimport buffer_free, buffer_reserve, buffer_resize, buffer_take_bytes
-from harpia._deflate cimport Inflater, PerMessageDeflate, trim_output
-from harpia._loop cimport LoopContext, LoopMember
-from harpia._output cimport OVER_LIMIT, OutputBuffer
+from harpia._deflate cimport (INFLATE_BAD_UTF8, INFLATE_OK, INFLATE_TOO_BIG, INFLATE_TRAILING,
+                              PerMessageDeflate)
+from harpia._sender cimport PAUSE_INBOUND, PAUSE_YIELD, FrameSender
 from harpia._wire cimport (FIN, MAX_CONTROL_PAYLOAD, RSV1, CloseCode, Opcode, ReadyState,
                            close_code_ok, decode_length, length_field_size, length_minimal)
 
@@ -72,26 +72,19 @@ cdef enum:
     RECEIVE_SPARE = 65536
     DIRECT_READ_AT = 65536
     DIRECT_GROW_AT = 16384
-    # Why two reasons: reading pauses while the outgoing buffer is over its limit AND while
-    # inbound bytes are held behind an async handler; either alone must keep it paused.
-    PAUSE_OUTBOUND = 1
-    PAUSE_INBOUND = 2
-    # Why a third: libuv (uvloop) reads a socket that stays full up to 32 times (256,000
+    # Why reading also pauses to yield (PAUSE_YIELD, next to the two reasons in
+    # _sender.pxd): libuv (uvloop) reads a socket that stays full up to 32 times (256,000
     # bytes each) in one loop pass, where asyncio's selector loop reads it once.  After a
     # read that carried YIELD_AFTER_FRAMES frames or more, reading stops until the next
     # loop turn: a client streaming tiny frames gets about one read's worth of handler
     # calls per pass on either loop and cannot starve the others, while bulk reads (few
     # frames each) are not interrupted.
-    PAUSE_YIELD = 4
     YIELD_AFTER_FRAMES = 1024
     # One message handler call in this many is timed when an engine has a handler_timer.
     HANDLER_SAMPLE = 64
 
 # Appended to a compressed message before inflating its end (RFC 7692 section 7.2.2).
 cdef const uint8_t *DEFLATE_TAIL = <const uint8_t *>b"\x00\x00\xff\xff"
-# How many engines have permessage-deflate on: while none has, a publish takes the plain
-# path and never looks at a subscriber's compression.
-deflate_engines = 0
 
 
 cdef uint32_t _clock = 0
@@ -110,8 +103,8 @@ def set_clock(uint32_t seconds):
     _clock = seconds
 
 
-cdef class FrameEngine(LoopMember):
-    """One WebSocket connection's protocol state: parser, serializer, output buffer.
+cdef class FrameEngine(FrameSender):
+    """One WebSocket connection's protocol state: the parser here, the send side inherited.
 
     ``client=False`` is the server role (incoming frames must be masked, outgoing are not);
     ``client=True`` the reverse.  Limits are checked when a frame header arrives, before any
@@ -120,11 +113,7 @@ cdef class FrameEngine(LoopMember):
 
     def __cinit__(self):
         self.msg.in_bytes = True
-        self.output = OutputBuffer.__new__(OutputBuffer)
-        self.events = None
-        self.held = None
         self.close_reason_received = ""
-        self.close_reason_sent = ""
 
     def __init__(self, *, bint client=False, Py_ssize_t max_payload_length=16 * 1024 * 1024,
                  Py_ssize_t backpressure_limit=1024 * 1024,
@@ -166,22 +155,6 @@ cdef class FrameEngine(LoopMember):
         """Run an async handler's awaitable; return True if it is still pending (then
         delivery pauses until ``resume_delivery()``)."""
         raise TypeError("an async message handler needs an event loop adapter")
-
-    def drained(self):
-        self._event(("drain",))
-
-    def set_reading(self, bint reading):
-        pass
-
-    def closing_started(self):
-        pass
-
-    @cython.final
-    cdef int _event(self, tuple event) except -1:
-        if self.events is None:
-            self.events = []
-        self.events.append(event)
-        return 0
 
     # ------------------------------------------------------------------ input
 
@@ -662,53 +635,18 @@ cdef class FrameEngine(LoopMember):
 
     @cython.final
     cdef int _inflate(self, const uint8_t *src, Py_ssize_t n) except -1:
-        """Inflate into the message buffer, which grows with the output up to
-        ``max_payload_length`` + 1 bytes: one byte more fails with 1009 at once, so a small
-        frame that would inflate to gigabytes costs no more than the limit."""
-        cdef Inflater inflater = self.compression.inflater
-        cdef Py_ssize_t limit = self.max_payload_length + 1
-        cdef Py_ssize_t room, cap, consumed, produced
-        cdef uint8_t *dst
-        cdef int rc
-        while True:
-            if self.msg.len == self.msg.cap:
-                if self.msg.cap >= limit:
-                    self._fail(CloseCode.MESSAGE_TOO_BIG,
-                               f"message over the {self.max_payload_length}-byte limit")
-                    return 0
-                cap = self.msg.cap * 2 if self.msg.cap else 4 * n
-                if cap < 1024:
-                    cap = 1024
-                if cap > limit:
-                    cap = limit
-                buffer_resize(&self.msg, cap)
-            room = self.msg.cap - self.msg.len
-            dst = <uint8_t *>self.msg.data + self.msg.len
-            rc = inflater.inflate_some(src, n, dst, room, &consumed, &produced)
-            if rc < 0:
-                self._fail(CloseCode.INVALID_DATA, "invalid compressed data")
-                return 0
-            if produced:
-                self.msg.len += produced
-                if self.msg.len > self.max_payload_length:
-                    self._fail(CloseCode.MESSAGE_TOO_BIG,
-                               f"message over the {self.max_payload_length}-byte limit")
-                    return 0
-                if self.msg_opcode == Opcode.TEXT and \
-                        harpia_utf8_feed(&self.utf8_state, dst, produced) < 0:
-                    self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
-                    return 0
-            src += consumed
-            n -= consumed
-            if rc == 1:
-                if n:
-                    self._fail(CloseCode.INVALID_DATA, "data after the final deflate block")
-                return 0
-            if n == 0 and produced < room:
-                return 0
-            if consumed == 0 and produced == 0:
-                self._fail(CloseCode.INVALID_DATA, "invalid compressed data")
-                return 0
+        cdef int status = self.compression.inflate_into(
+            &self.msg, src, n, self.max_payload_length,
+            &self.utf8_state if self.msg_opcode == Opcode.TEXT else NULL)
+        if status == INFLATE_TOO_BIG:
+            self._fail(CloseCode.MESSAGE_TOO_BIG,
+                       f"message over the {self.max_payload_length}-byte limit")
+        elif status != INFLATE_OK:
+            self._fail(CloseCode.INVALID_DATA,
+                       "invalid UTF-8 in a text message" if status == INFLATE_BAD_UTF8 else
+                       "data after the final deflate block" if status == INFLATE_TRAILING else
+                       "invalid compressed data")
+        return 0
 
     @cython.final
     cdef int _control_frame(self) except -1:
@@ -807,188 +745,10 @@ cdef class FrameEngine(LoopMember):
         self.msg_opcode = 0
 
 
-    # ------------------------------------------------------------------ output
-    # ``self.output`` holds the queued frames and knows the limit; the engine admits, counts,
-    # writes now or at the end of the turn, and decides what crossing the limit means.
-
-    @cython.final
-    cdef bint _admit(self) noexcept:
-        """The one admission check: a frame is dropped (and counted) while closing or while
-        the output is over its limit."""
-        if self.ready_state == ReadyState.OPEN and self.output.admits():
-            return True
-        self.dropped += 1
-        return False
-
-    @cython.final
-    cdef Py_ssize_t _queued(self, Py_ssize_t total) except -2:
-        """``total`` bytes were queued: write now if this turn's buffer is full, else at
-        the end of the turn; returns as ``send``."""
-        self.bytes_out += total
-        if self.output.turn_full():
-            self._write_output()
-        else:
-            self._mark_dirty()
-        return self._settle(total)
-
-    @cython.final
-    cdef Py_ssize_t _settle(self, Py_ssize_t total) except -2:
-        # Over the limit: reading pauses until drain (a request/response handler never sees
-        # its replies dropped), or the connection closes when the route asked for that.
-        if not self.output.went_over_limit():
-            return total
-        self.backpressure_events += 1
-        self._pause_reading(PAUSE_OUTBOUND)
-        if self.close_on_backpressure_limit:
-            self._start_close(CloseCode.TRY_AGAIN_LATER, "backpressure limit exceeded")
-        return OVER_LIMIT
-
-    @cython.final
-    cdef Py_ssize_t _send_under_limit(self, int opcode, const uint8_t *data, Py_ssize_t n,
-                                      uint8_t rsv) except -2:
-        """Queue a frame under the backpressure contract: its size, -1 or 0."""
-        if not self._admit():
-            return 0
-        if opcode < Opcode.CLOSE:
-            self.messages_out += 1
-        return self._queued(self.output.append_frame(FIN | rsv | opcode, data, n, self.client))
-
-    @cython.final
-    cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2:
-        """Queue a frame serialized elsewhere (a publish: built once, copied to each)."""
-        if not self._admit():
-            return 0
-        self.messages_out += 1
-        return self._queued(self.output.append_serialized(frame, n))
-
-    @cython.final
-    cdef Py_ssize_t _send_whole(self, int opcode, uint8_t rsv, object payload,
-                                const uint8_t *data, Py_ssize_t n) except -2:
-        """One whole message: a large one straight to the transport (server role), else
-        queued; returns as ``send``."""
-        cdef Py_ssize_t total
-        if self.client or not self.output.can_write_direct(n):
-            return self._send_under_limit(opcode, data, n, rsv)
-        if not self._admit():
-            return 0
-        total = self.output.write_direct(FIN | rsv | opcode, payload, data, n)
-        self.messages_out += 1
-        self.bytes_out += total
-        return self._settle(total)
-
-    @cython.final
-    cdef Py_ssize_t _send_message(self, object message, object compress) except -2:
-        """``send`` with permessage-deflate negotiated."""
-        cdef const char *p
-        cdef Py_ssize_t n
-        cdef Py_buffer view
-        if isinstance(message, str):
-            p = PyUnicode_AsUTF8AndSize(message, &n)
-            return self._send_compressible(Opcode.TEXT, None, <const uint8_t *>p, n, compress)
-        if PyBytes_CheckExact(message):
-            return self._send_compressible(Opcode.BINARY, message,
-                                           <const uint8_t *>PyBytes_AS_STRING(message),
-                                           PyBytes_GET_SIZE(message), compress)
-        _get_message_buffer(message, &view)
-        try:
-            return self._send_compressible(Opcode.BINARY, None, <const uint8_t *>view.buf,
-                                           view.len, compress)
-        finally:
-            PyBuffer_Release(&view)
-
-    @cython.final
-    cdef Py_ssize_t _send_compressible(self, int opcode, object payload, const uint8_t *data,
-                                       Py_ssize_t n, object compress) except -2:
-        """Send one message compressed (RSV1 on its only frame) when the settings and
-        ``compress`` say so, else plain; returns as ``send``."""
-        cdef PerMessageDeflate c = self.compression
-        cdef const uint8_t *out
-        cdef Py_ssize_t clen
-        if c is None or not c.can_compress or compress is False or \
-                (compress is None and n < c.compress_threshold):
-            return self._send_whole(opcode, 0, payload, data, n)
-        # Decide about dropping before compressing: with a kept context, a message that
-        # went through the compressor must reach the peer, or its inflater falls out of step.
-        if not self._admit():
-            return 0
-        out = c.get_deflater().compress(data, n, &clen)
-        try:
-            if clen >= n and c.local_no_context_takeover:
-                # Nothing gained (random or tiny data): the plain message costs the peer less.
-                return self._send_whole(opcode, 0, payload, data, n)
-            return self._send_whole(opcode, RSV1, None, out, clen)
-        finally:
-            trim_output()
-
-    @cython.final
-    cdef int _mark_dirty(self) except -1:
-        # Inside feed() the output is written when the read has been parsed; elsewhere the
-        # loop context writes it at the end of this loop turn, once, however many frames.
-        if not self.in_feed and not self.output.corked and self.loop is not None:
-            self.output.corked = True
-            self.loop.add(self)
-        return 0
-
-    cdef int write_queued(self) except -1:
-        # The loop context's end of turn.
-        self.output.corked = False
-        return self._write_output()
-
-    @cython.final
-    cdef int _write_output(self) except -1:
-        if self.output.write() and self.output.awaiting_drain:
-            self._check_drain()
-        return 0
-
-    @cython.final
-    cdef int _check_drain(self) except -1:
-        if self.output.drain_reached():
-            self._resume_reading(PAUSE_OUTBOUND)
-            if self.ready_state == ReadyState.OPEN:
-                self.drained()
-            if self.held:
-                self._parse_held()
-        return 0
-
-    @cython.final
-    cdef int _pause_reading(self, uint8_t reason) except -1:
-        cdef uint8_t before = self.read_pause_reasons
-        self.read_pause_reasons |= reason
-        if before == 0:
-            self.set_reading(False)
-        return 0
-
-    @cython.final
-    cdef int _resume_reading(self, uint8_t reason) except -1:
-        if self.read_pause_reasons & reason:
-            self.read_pause_reasons &= ~reason
-            if self.read_pause_reasons == 0:
-                self.set_reading(True)
-        return 0
-
-    @cython.final
-    cdef int _start_close(self, int code, str reason) except -1:
-        """Queue our close frame (code 0: none) and enter CLOSING."""
-        cdef uint8_t payload[MAX_CONTROL_PAYLOAD]
-        cdef Py_ssize_t n = 0, rlen = 0
-        cdef const char *r
-        if code:
-            payload[0] = <uint8_t>(code >> 8)
-            payload[1] = <uint8_t>code
-            n = 2
-            if reason:
-                r = PyUnicode_AsUTF8AndSize(reason, &rlen)
-                if rlen > 123:
-                    rlen = 123   # only reached for our own protocol-error texts
-                memcpy(&payload[2], r, rlen)
-                n += rlen
-        self.close_code_sent = code if code else CloseCode.NO_STATUS_RCVD
-        self.close_reason_sent = reason
-        self.ready_state = ReadyState.CLOSING
-        # The close frame bypasses the backpressure limit: it is one small frame, once.
-        self.output.append_frame(FIN | Opcode.CLOSE, payload, n, self.client)
-        self._mark_dirty()
-        self.closing_started()
+    cdef int _output_drained(self) except -1:
+        # Delivery stopped while the output was over its limit: go on with the held input.
+        if self.held:
+            self._parse_held()
         return 0
 
     # ------------------------------------------------------------------ public API
@@ -1005,7 +765,6 @@ cdef class FrameEngine(LoopMember):
                        bint remote_no_context_takeover=True, int local_max_window_bits=15,
                        int remote_max_window_bits=15, int compression_level=6,
                        int memory_level=8, Py_ssize_t compress_threshold=0):
-        global deflate_engines
         compression = PerMessageDeflate(
             client=self.client, local_no_context_takeover=local_no_context_takeover,
             remote_no_context_takeover=remote_no_context_takeover,
@@ -1015,9 +774,6 @@ cdef class FrameEngine(LoopMember):
             compress_threshold=compress_threshold)
         if self.msg_opcode != 0:
             raise ValueError("enable_deflate() in the middle of a message")
-        if not self.deflate_counted:
-            self.deflate_counted = True
-            deflate_engines += 1
         if self.compression is not None:
             self.compression.release()
         self.compression = compression
@@ -1025,19 +781,9 @@ cdef class FrameEngine(LoopMember):
 
     @cython.final
     cdef void _drop_compression(self) noexcept:
-        global deflate_engines
-        if self.deflate_counted:
-            self.deflate_counted = False
-            deflate_engines -= 1
         if self.compression is not None:
             self.compression.release()
             self.compression = None
-
-    def attach(self, writer, LoopContext loop=None, writelines=None, buffer_size=None):
-        self.output.writer = writer
-        self.output.writelines = writelines
-        self.output.buffer_size = buffer_size
-        self.loop = loop
 
     def detach(self):
         self.output.discard()
@@ -1049,127 +795,6 @@ cdef class FrameEngine(LoopMember):
         self.input_closed = True
         self.ready_state = ReadyState.CLOSED
 
-    def send(self, message, compress=None):
-        cdef const char *p
-        cdef Py_ssize_t n
-        cdef Py_buffer view
-        if self.compression is not None:
-            return self._send_message(message, compress)
-        if PyBytes_CheckExact(message):
-            return self._send_whole(Opcode.BINARY, 0, message,
-                                    <const uint8_t *>PyBytes_AS_STRING(message),
-                                    PyBytes_GET_SIZE(message))
-        if isinstance(message, str):
-            p = PyUnicode_AsUTF8AndSize(message, &n)
-            return self._send_whole(Opcode.TEXT, 0, None, <const uint8_t *>p, n)
-        _get_message_buffer(message, &view)
-        try:
-            return self._send_whole(Opcode.BINARY, 0, None, <const uint8_t *>view.buf, view.len)
-        finally:
-            PyBuffer_Release(&view)
-
-    def send_text(self, str message):
-        cdef Py_ssize_t n
-        cdef const char *p = PyUnicode_AsUTF8AndSize(message, &n)
-        if self.compression is not None:
-            return self._send_compressible(Opcode.TEXT, None, <const uint8_t *>p, n, None)
-        return self._send_whole(Opcode.TEXT, 0, None, <const uint8_t *>p, n)
-
-    def send_binary(self, message):
-        if isinstance(message, str):
-            raise TypeError("send_binary() takes a bytes-like object, not str")
-        return self.send(message)
-
-    def send_frame(self, int opcode, const uint8_t[::1] payload, *, bint fin=True,
-                   bint rsv1=False):
-        # Protocol rules and the backpressure limit are not applied (that is the point:
-        # fragments and control frames for tests and extensions); ``send`` applies both.
-        cdef const uint8_t *p = &payload[0] if payload.shape[0] else NULL
-        if not 0 <= opcode <= 15:
-            # An opcode must fit its four bits, or it would overwrite FIN and the RSV bits.
-            raise ValueError(f"opcode must be 0 to 15, got {opcode}")
-        if self.ready_state != ReadyState.OPEN:
-            self.dropped += 1
-            return 0
-        self.output.append_frame((FIN if fin else 0) | (RSV1 if rsv1 else 0) | opcode, p,
-                                 payload.shape[0], self.client)
-        self._mark_dirty()
-        return payload.shape[0]
-
-    def ping(self, data=b""):
-        return self._send_control(Opcode.PING, data)
-
-    def pong(self, data=b""):
-        return self._send_control(Opcode.PONG, data)
-
-    @cython.final
-    cdef Py_ssize_t _send_control(self, int opcode, object data) except -2:
-        cdef bytes payload = data.encode() if isinstance(data, str) else bytes(data)
-        if len(payload) > MAX_CONTROL_PAYLOAD:
-            raise ValueError(f"a {'ping' if opcode == Opcode.PING else 'pong'} payload is at "
-                             f"most {MAX_CONTROL_PAYLOAD} bytes")
-        return self._send_under_limit(opcode, <const uint8_t *>PyBytes_AS_STRING(payload),
-                                      len(payload), 0)
-
-    def close(self, int code=CloseCode.NORMAL_CLOSURE, str reason=""):
-        cdef Py_ssize_t rlen
-        if not close_code_ok(code):
-            raise ValueError(f"close code {code} may not be sent (use 1000-1003, 1007-1014 "
-                             f"or 3000-4999)")
-        PyUnicode_AsUTF8AndSize(reason, &rlen)
-        if rlen > MAX_CONTROL_PAYLOAD - 2:
-            raise ValueError(f"a close reason is at most 123 bytes of UTF-8, got {rlen}")
-        if self.ready_state != ReadyState.OPEN:
-            return
-        self._start_close(code, reason)
-        if not self.in_feed:
-            self._write_output()
-
-    def data_to_send(self):
-        cdef bytes data = self.output.take()
-        if self.output.awaiting_drain:
-            self._check_drain()
-        return data
-
-    def events_received(self):
-        cdef list events = self.events
-        self.events = None
-        return events if events is not None else []
-
-    def flush_output(self):
-        self.output.corked = False
-        self._write_output()
-
-    def pause_output(self, Py_ssize_t transport_buffered):
-        self.output.writing_paused = True
-        self.output.transport_buffered = transport_buffered
-
-    def resume_output(self, Py_ssize_t transport_buffered):
-        self.output.writing_paused = False
-        self.output.transport_buffered = transport_buffered
-        self._write_output()
-        self._check_drain()
-
-    @property
-    def backpressure_limit(self):
-        return self.output.limit
-
-    @property
-    def transport_buffered(self):
-        return self.output.transport_buffered
-
-    @transport_buffered.setter
-    def transport_buffered(self, Py_ssize_t value):
-        self.output.transport_buffered = value
-
-    @property
-    def buffered_amount(self):
-        return self.output.buffered()
-
-    @property
-    def reading_paused(self):
-        return self.read_pause_reasons != 0
-
     @property
     def is_input_closed(self):
         return self.input_closed
@@ -1177,13 +802,3 @@ cdef class FrameEngine(LoopMember):
     @property
     def held_bytes(self):
         return self.held_size
-
-
-cdef int _get_message_buffer(object message, Py_buffer *view) except -1:
-    try:
-        PyObject_GetBuffer(message, view, PyBUF_SIMPLE)
-    except TypeError:
-        raise TypeError(
-            f"send() takes str or a bytes-like object, not {type(message).__name__}"
-        ) from None
-    return 0

@@ -8,7 +8,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint8_t
 from libc.string cimport memcpy
 
-from harpia cimport _frames
+from harpia cimport _deflate
 from harpia._deflate cimport Deflater, PerMessageDeflate, trim_output
 from harpia._frames cimport FrameEngine
 from harpia._wire cimport (FIN, RSV1, Opcode, decode_length, header_size, length_field_size,
@@ -45,7 +45,7 @@ def publish(tuple subscribers, message, FrameEngine exclude=None, compress=None)
     cdef char *f = PyBytes_AS_STRING(frame)
     hlen = write_header(<uint8_t *>f, FIN | opcode, n, NULL)
     memcpy(f + hlen, p, n)
-    if _frames.deflate_engines == 0 or compress is False:
+    if _deflate.active_count == 0 or compress is False:
         return _publish_copy(subscribers, frame, exclude)
     return _publish_deflate(subscribers, frame, opcode, <const uint8_t *>p, n, exclude, compress)
 
@@ -115,7 +115,7 @@ def publish_serialized(tuple subscribers, bytes frame, FrameEngine exclude=None)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
     cdef Py_ssize_t hlen, plen
     cdef const uint8_t *h = <const uint8_t *>PyBytes_AS_STRING(frame)
-    if _frames.deflate_engines != 0 and n >= 2 and h[1] < 0x80 and \
+    if _deflate.active_count != 0 and n >= 2 and h[1] < 0x80 and \
             (h[0] == FIN | Opcode.TEXT or h[0] == FIN | Opcode.BINARY):
         hlen = 2 + length_field_size(h[1])
         plen = <Py_ssize_t>decode_length(h) if n >= hlen else -1
