@@ -28,7 +28,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from ._frames import OPEN, Cork, FrameEngine
+from ._frames import OPEN, FrameEngine
+from ._loop import LoopContext
 from .client_handshake import ClientHandshake, HandshakeResult, parse_url
 from .errors import ConfigurationError, ConnectionClosed, HandshakeError
 from .handlers import RouteHandlers, bind_handlers
@@ -56,17 +57,17 @@ _NORMAL_CLOSURE = frozenset((1000, 1001))
 
 # One cork (output batched per loop turn, the shared receive area) per event loop and
 # busy_poll setting.
-_corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Cork]] = \
+_corks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, LoopContext]] = \
     weakref.WeakKeyDictionary()
 
 
-def _cork_for(loop: asyncio.AbstractEventLoop, busy_poll: float) -> Cork:
+def _cork_for(loop: asyncio.AbstractEventLoop, busy_poll: float) -> LoopContext:
     corks = _corks.get(loop)
     if corks is None:
         corks = _corks[loop] = {}
     cork = corks.get(busy_poll)
     if cork is None:
-        cork = corks[busy_poll] = Cork(loop.call_soon, busy_poll)
+        cork = corks[busy_poll] = LoopContext(loop.call_soon, busy_poll)
     return cork
 
 
@@ -369,7 +370,7 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ internals
 
     def _start(self, transport: asyncio.Transport, result: HandshakeResult,
-               cork: Cork) -> None:
+               cork: LoopContext) -> None:
         """The 101 arrived: take over the transport and deliver the first frames."""
         self.transport = transport
         self.response_headers = result.headers
