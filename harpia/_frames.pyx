@@ -755,6 +755,7 @@ cdef class FrameEngine(FrameSender):
     # (documented in _frames.pyi)
 
     def bind_message_handler(self, handler, int arity=2, bint is_async=False):
+        """Deliver messages as ``handler(engine, message)`` (or fewer arguments, per ``arity``)."""
         if not 0 <= arity <= 2:
             raise ValueError("arity must be 0, 1 or 2")
         self.on_message = handler
@@ -765,6 +766,7 @@ cdef class FrameEngine(FrameSender):
                        bint remote_no_context_takeover=True, int local_max_window_bits=15,
                        int remote_max_window_bits=15, int compression_level=6,
                        int memory_level=8, Py_ssize_t compress_threshold=0):
+        """Turn on permessage-deflate (RFC 7692) with the negotiated parameters."""
         compression = PerMessageDeflate(
             client=self.client, local_no_context_takeover=local_no_context_takeover,
             remote_no_context_takeover=remote_no_context_takeover,
@@ -786,6 +788,7 @@ cdef class FrameEngine(FrameSender):
             self.compression = None
 
     def detach(self):
+        """The transport is gone: drop queued output and input, write nothing more."""
         self.output.discard()
         self.loop = None
         self.held = None

@@ -95,9 +95,9 @@ class FrameSender(LoopMember):
         """Queue a ping (payload at most 125 bytes, else ValueError); returns as ``send``."""
     def pong(self, data: str | ReadableBuffer = b"") -> int:
         """Queue an unsolicited pong (payload at most 125 bytes); returns as ``send``."""
-    def close(self, code: int = ..., reason: str = "") -> None:
-        """Start the closing handshake, by default with 1000 (normal closure); ValueError for
-        a code that may not be sent or a reason over 123 bytes."""
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake (ValueError for a code that may not be sent or a
+        reason over 123 bytes)."""
     def data_to_send(self) -> bytes:
         """Take the bytes queued for the peer (sans-I/O use, when no writer is attached)."""
     def events_received(self) -> list[_Event]:

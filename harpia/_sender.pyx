@@ -236,12 +236,14 @@ cdef class FrameSender(LoopMember):
     # (documented in _sender.pyi)
 
     def attach(self, writer, LoopContext loop=None, writelines=None, buffer_size=None):
+        """Hand output to ``writer``, batched per loop turn by ``loop``."""
         self.output.writer = writer
         self.output.writelines = writelines
         self.output.buffer_size = buffer_size
         self.loop = loop
 
     def send(self, message, compress=None):
+        """Queue ``str`` as text, bytes-like as binary: frame size, -1 if now over the limit, 0 if dropped."""
         cdef const char *p
         cdef Py_ssize_t n
         cdef Py_buffer view
@@ -261,6 +263,7 @@ cdef class FrameSender(LoopMember):
             PyBuffer_Release(&view)
 
     def send_text(self, str message):
+        """Queue a text message; returns as ``send``."""
         cdef Py_ssize_t n
         cdef const char *p = PyUnicode_AsUTF8AndSize(message, &n)
         if self.compression is not None:
@@ -268,12 +271,14 @@ cdef class FrameSender(LoopMember):
         return self._send_whole(Opcode.TEXT, 0, None, <const uint8_t *>p, n)
 
     def send_binary(self, message):
+        """Queue a binary message; returns as ``send``."""
         if isinstance(message, str):
             raise TypeError("send_binary() takes a bytes-like object, not str")
         return self.send(message)
 
     def send_frame(self, int opcode, const uint8_t[::1] payload, *, bint fin=True,
                    bint rsv1=False):
+        """Queue one raw frame (fragments, control frames); for tests and extensions."""
         # Protocol rules and the backpressure limit are not applied (that is the point:
         # fragments and control frames for tests and extensions); ``send`` applies both.
         cdef const uint8_t *p = &payload[0] if payload.shape[0] else NULL
@@ -289,9 +294,11 @@ cdef class FrameSender(LoopMember):
         return payload.shape[0]
 
     def ping(self, data=b""):
+        """Send a ping (payload up to 125 bytes); returns as ``send``."""
         return self._send_control(Opcode.PING, data)
 
     def pong(self, data=b""):
+        """Send an unsolicited pong (payload up to 125 bytes); returns as ``send``."""
         return self._send_control(Opcode.PONG, data)
 
     @cython.final
@@ -303,7 +310,8 @@ cdef class FrameSender(LoopMember):
         return self._send_under_limit(opcode, <const uint8_t *>PyBytes_AS_STRING(payload),
                                       len(payload), 0)
 
-    def close(self, int code=CloseCode.NORMAL_CLOSURE, str reason=""):
+    def close(self, int code=<int>CloseCode.NORMAL_CLOSURE, str reason=""):
+        """Start the closing handshake; a no-op once closing has started."""
         cdef Py_ssize_t rlen
         if not close_code_ok(code):
             raise ValueError(f"close code {code} may not be sent (use 1000-1003, 1007-1014 "
@@ -318,25 +326,30 @@ cdef class FrameSender(LoopMember):
             self._write_output()
 
     def data_to_send(self):
+        """Take the bytes queued for the peer (sans-I/O use, when no writer is attached)."""
         cdef bytes data = self.output.take()
         if self.output.awaiting_drain:
             self._check_drain()
         return data
 
     def events_received(self):
+        """Take the events recorded since the last call (sans-I/O use)."""
         cdef list events = self.events
         self.events = None
         return events if events is not None else []
 
     def flush_output(self):
+        """Write what is queued now instead of at the end of the loop turn."""
         self.output.corked = False
         self._write_output()
 
     def pause_output(self, Py_ssize_t transport_buffered):
+        """The transport's buffer is full: keep frames here until ``resume_output``."""
         self.output.writing_paused = True
         self.output.transport_buffered = transport_buffered
 
     def resume_output(self, Py_ssize_t transport_buffered):
+        """The transport drained to ``transport_buffered`` bytes: write what is held."""
         self.output.writing_paused = False
         self.output.transport_buffered = transport_buffered
         self._write_output()
