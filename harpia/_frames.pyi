@@ -51,7 +51,6 @@ class FrameEngine(FrameSender):
     @property
     def close_reason_received(self) -> str:
         """The reason in the peer's close frame; empty before one arrived."""
-    @property
     #: Called with a sampled message handler duration in nanoseconds (latency
     #: histograms); None: not timed.
     handler_timer: Callable[[int], object] | None
