@@ -9,10 +9,11 @@ adapter (``harpia.connection``) subclasses ``FrameEngine`` and overrides the eve
 
 ``FrameEngine`` keeps what runs on every frame: the input side (``get_buffer``/
 ``buffer_updated`` or ``feed`` -> ``_parse`` -> ``_header_complete`` -> ``_payload_chunk``
--> ``_frame_complete`` -> ``_deliver``), control frames, and a thin send API over its parts,
-each a unit of its own: the wire format (``_wire``: opcodes, close codes, headers), the
-growable buffer (``_buffer``), the output side and backpressure accounting (``_output``),
-what a loop's connections share (``_loop``), permessage-deflate (``_deflate``).  Publish
+-> ``_frame_complete`` -> ``_deliver``), control frames and the hooks.  Its parts are
+units of their own, each with a .pxd: the send half it derives from (``_sender``: the thin
+send API), the output side and backpressure accounting (``_output``), what a loop's
+connections share (``_loop``), the wire format (``_wire``: opcodes, close codes, headers),
+the growable buffer (``_buffer``) and permessage-deflate (``_deflate``).  Publish
 (``_publish``) and the single-frame tools (``_frame_tools``) build on it.
 """
 cimport cython
@@ -27,6 +28,7 @@ from libc.string cimport memcpy
 from harpia._buffer cimport buffer_free, buffer_reserve, buffer_resize, buffer_take_bytes
 from harpia._deflate cimport (INFLATE_BAD_UTF8, INFLATE_OK, INFLATE_TOO_BIG, INFLATE_TRAILING,
                               PerMessageDeflate)
+from harpia._loop cimport monotonic_ns
 from harpia._sender cimport PAUSE_INBOUND, PAUSE_YIELD, FrameSender
 from harpia._wire cimport (FIN, MAX_CONTROL_PAYLOAD, RSV1, CloseCode, Opcode, ReadyState,
                            close_code_ok, decode_length, length_field_size, length_minimal)
@@ -43,14 +45,6 @@ cdef extern from "_mask.h" nogil:
 cdef extern from "_utf8.h" nogil:
     int harpia_utf8_feed(uint32_t *state, const unsigned char *s, size_t n)
     int harpia_utf8_complete(uint32_t state)
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk_id, timespec *tp)
-    int CLOCK_MONOTONIC
 
 cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
@@ -90,12 +84,6 @@ cdef const uint8_t *DEFLATE_TAIL = <const uint8_t *>b"\x00\x00\xff\xff"
 cdef uint32_t _clock = 0
 # Counts message handler calls of engines with a handler_timer (see _deliver).
 cdef uint64_t _handler_tick = 0
-
-cdef inline int64_t _monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
 
 def set_clock(uint32_t seconds):
     """Set the coarse clock that ``last_seen`` is stamped with (the idle sweeper calls it)."""
@@ -166,8 +154,8 @@ cdef class FrameEngine(FrameSender):
         self._feed(data)
 
     # The transport's other way in (asyncio.BufferedProtocol): it reads straight into the
-    # area get_buffer() returns, then says how much landed.  Usually that area is the
-    # cork's, shared by the loop's connections (reads never interleave), so a read costs
+    # area get_buffer() returns, then says how much landed.  Usually that area is the loop
+    # context's, shared by the loop's connections (reads never interleave), so a read costs
     # no allocation; in the middle of a large frame it is the message itself, so the
     # payload goes from the kernel to the message's bytes with no copy in between and is
     # unmasked in place.
@@ -706,7 +694,7 @@ cdef class FrameEngine(FrameSender):
             # Python call on every message would cost more than the handler of an echo.
             _handler_tick += 1
             if (_handler_tick & (HANDLER_SAMPLE - 1)) == 0:
-                started = _monotonic_ns()
+                started = monotonic_ns()
         try:
             if self.message_arity == 2:
                 result = self.on_message(self, message)
@@ -719,7 +707,7 @@ cdef class FrameEngine(FrameSender):
         except Exception as exc:
             self.handler_failed(exc)
         if started:
-            self.handler_timer(_monotonic_ns() - started)
+            self.handler_timer(monotonic_ns() - started)
         return 0
 
     @cython.final

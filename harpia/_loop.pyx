@@ -13,23 +13,9 @@
 """
 from libc.stdint cimport int64_t
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(int clk_id, timespec *tp)
-    int CLOCK_MONOTONIC
-
 cdef enum:
     # As uvloop's own read buffer.
     RECEIVE_AREA_SIZE = 262144
-
-
-cdef inline int64_t _monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef class LoopMember:
@@ -72,7 +58,7 @@ cdef class LoopContext:
         self.poll_activity = True
         if not self.polling:
             self.polling = True
-            self.poll_deadline_ns = _monotonic_ns() + self.poll_window_ns
+            self.poll_deadline_ns = monotonic_ns() + self.poll_window_ns
             self.call_soon(self._poll_cb)
         return 0
 
@@ -82,7 +68,7 @@ cdef class LoopContext:
             self.activity()
 
     def _poll(self):
-        cdef int64_t now = _monotonic_ns()
+        cdef int64_t now = monotonic_ns()
         if self.poll_activity:
             self.poll_activity = False
             self.poll_deadline_ns = now + self.poll_window_ns
