@@ -95,7 +95,10 @@ cdef class PerMessageDeflate:
     cdef public uint64_t wire_in
 
     cdef int inflate_into(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
-                          Py_ssize_t max_length, uint32_t *utf8_state) except -1
+                          const uint8_t *key, size_t phase, Py_ssize_t max_length,
+                          uint32_t *utf8_state) except -1
+    cdef int _inflate_plain(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
+                            Py_ssize_t max_length, uint32_t *utf8_state) except -1
     cdef Deflater get_deflater(self)
     cdef Inflater begin_message(self)
     cdef int end_message(self) except -1

@@ -29,6 +29,10 @@ from harpia._buffer cimport ByteBuffer, buffer_reserve, buffer_resize, buffer_tr
 cdef extern from "_utf8.h" nogil:
     int harpia_utf8_feed(uint32_t *state, const unsigned char *s, size_t n)
 
+cdef extern from "_mask.h" nogil:
+    void harpia_mask(unsigned char *dst, const unsigned char *src, size_t n,
+                     const unsigned char *key, size_t phase)
+
 cdef enum:
     # zlib's return codes, flush modes and the method/strategy harpia uses (zlib.h).
     Z_OK = 0
@@ -306,11 +310,29 @@ cdef class PerMessageDeflate:
         self.release()
 
     cdef int inflate_into(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
-                          Py_ssize_t max_length, uint32_t *utf8_state) except -1:
-        """Inflate ``src[:n]`` (part of the message begun with ``begin_message``) onto the
-        end of ``msg``, validating it as UTF-8 with ``utf8_state`` unless that is NULL.
+                          const uint8_t *key, size_t phase, Py_ssize_t max_length,
+                          uint32_t *utf8_state) except -1:
+        """Inflate ``src[:n]`` (part of the message begun with ``begin_message``; masked
+        with ``key`` from ``phase`` unless ``key`` is NULL) onto the end of ``msg``,
+        validating it as UTF-8 with ``utf8_state`` unless that is NULL.
 
-        ``msg`` grows with the output up to ``max_length`` + 1 bytes: one byte more is
+        Masked bytes are unmasked into a small stack buffer, slice by slice, and each slice
+        inflated: the compressed bytes are never buffered whole."""
+        cdef uint8_t buf[16384]
+        cdef Py_ssize_t off = 0, take
+        cdef int status = INFLATE_OK
+        if key == NULL:
+            return self._inflate_plain(msg, src, n, max_length, utf8_state)
+        while off < n and status == INFLATE_OK:
+            take = n - off if n - off < 16384 else 16384
+            harpia_mask(buf, src + off, take, key, (phase + <size_t>off) & 3)
+            status = self._inflate_plain(msg, buf, take, max_length, utf8_state)
+            off += take
+        return status
+
+    cdef int _inflate_plain(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
+                            Py_ssize_t max_length, uint32_t *utf8_state) except -1:
+        """``inflate_into`` for unmasked bytes.  ``msg`` grows with the output up to ``max_length`` + 1 bytes: one byte more is
         INFLATE_TOO_BIG at once, so a small frame that would inflate to gigabytes costs no
         more than the limit."""
         cdef Inflater inflater = self.inflater

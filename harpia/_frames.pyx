@@ -74,6 +74,11 @@ cdef enum:
     # calls per pass on either loop and cannot starve the others, while bulk reads (few
     # frames each) are not interrupted.
     YIELD_AFTER_FRAMES = 1024
+    # The same for permessage-deflate, counted in bytes inflated rather than frames: a 16 KB
+    # frame can inflate to 16 MiB (~15 ms of CPU), so a read is parsed only up to the frame
+    # that takes it past INFLATE_YIELD_AT; the rest waits for the next loop turn.  Each
+    # connection then costs the others at most that, plus one message, per pass.
+    INFLATE_YIELD_AT = 1048576
     # One message handler call in this many is timed when an engine has a handler_timer.
     HANDLER_SAMPLE = 64
 
@@ -176,7 +181,7 @@ cdef class FrameEngine(FrameSender):
             self.recv_direct = False
             self._read_begin(nbytes)
             self.in_feed = True
-            self.read_frames = 0
+            self.read_frames = self.read_inflated = 0
             try:
                 self._payload_direct(nbytes)
             finally:
@@ -213,7 +218,7 @@ cdef class FrameEngine(FrameSender):
             self._hold(owner if owner is not None else PyBytes_FromStringAndSize(<char *>data, n))
             return 0
         self.in_feed = True
-        self.read_frames = 0
+        self.read_frames = self.read_inflated = 0
         try:
             self._parse(data, n, &used)
             if self._delivery_blocked() and used < n and not self.input_closed:
@@ -245,8 +250,9 @@ cdef class FrameEngine(FrameSender):
     cdef int _read_end(self) except -1:
         if self.output.queued.len:
             self._write_output()
-        if self.read_frames >= YIELD_AFTER_FRAMES and self.loop is not None \
-                and not self.input_closed and not (self.read_pause_reasons & PAUSE_YIELD):
+        if (self.inflate_yielding or self.read_frames >= YIELD_AFTER_FRAMES and
+                self.loop is not None and not self.input_closed) and \
+                not (self.read_pause_reasons & PAUSE_YIELD):
             self._pause_reading(PAUSE_YIELD)
             self.loop.call_soon(self._end_yield)
         return 0
@@ -277,6 +283,14 @@ cdef class FrameEngine(FrameSender):
         return room if room < left else left
 
     def _end_yield(self):
+        if self.inflate_yielding:
+            # Parse what was held back, with a fresh budget; stop again if it runs out.
+            self.inflate_yielding = False
+            self.read_inflated = 0
+            self._parse_held()
+            if self.inflate_yielding and not self.input_closed:
+                self.loop.call_soon(self._end_yield)
+                return
         self._resume_reading(PAUSE_YIELD)
 
     def pause_delivery(self):
@@ -296,7 +310,7 @@ cdef class FrameEngine(FrameSender):
         # Delivery stops while an async handler runs, and while the output is over its
         # limit: a request/response handler must not see its replies dropped because the
         # client reads slowly, so its next requests wait (and reading pauses).
-        return self.delivery_paused or self.output.awaiting_drain
+        return self.delivery_paused or self.output.awaiting_drain or self.inflate_yielding
 
     @cython.final
     cdef int _parse_held(self) except -1:
@@ -537,7 +551,11 @@ cdef class FrameEngine(FrameSender):
     cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
         cdef uint8_t *dst
         if self.msg_compressed and self.frame_opcode < Opcode.CLOSE and self.compression is not None:
-            return self._compressed_chunk(src, n)
+            # Inflated as it arrives, never buffered whole.
+            self._inflate(src, n, self.frame_key if self.frame_masked else NULL,
+                          <size_t>(self.frame_done & 3))
+            self.frame_done += n
+            return 0
         if self.frame_opcode >= Opcode.CLOSE:
             dst = &self.ctl_buf[self.ctl_len]
             self.ctl_len += <int>n
@@ -587,7 +605,7 @@ cdef class FrameEngine(FrameSender):
             # An empty payload is an empty message: the tail alone would leave the inflater
             # inside a stored block's header.
             if not self.compression.inflater.ended and self.compression.wire_in:
-                self._inflate(DEFLATE_TAIL, 4)
+                self._inflate(DEFLATE_TAIL, 4, NULL, 0)
                 if self.input_closed:
                     return 0
             self.compression.end_message()
@@ -604,28 +622,15 @@ cdef class FrameEngine(FrameSender):
         return 0
 
     @cython.final
-    cdef int _compressed_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
-        # Unmask into a small stack buffer, slice by slice, and inflate each slice: the
-        # compressed bytes are never buffered whole.
-        cdef uint8_t buf[16384]
-        cdef Py_ssize_t off = 0, take
-        if not self.frame_masked:
-            self._inflate(src, n)
-        else:
-            while off < n and not self.input_closed:
-                take = n - off if n - off < 16384 else 16384
-                harpia_mask(buf, src + off, take, self.frame_key,
-                            <size_t>((self.frame_done + off) & 3))
-                self._inflate(buf, take)
-                off += take
-        self.frame_done += n
-        return 0
-
-    @cython.final
-    cdef int _inflate(self, const uint8_t *src, Py_ssize_t n) except -1:
+    cdef int _inflate(self, const uint8_t *src, Py_ssize_t n, const uint8_t *key,
+                      size_t phase) except -1:
+        cdef Py_ssize_t before = self.msg.len
         cdef int status = self.compression.inflate_into(
-            &self.msg, src, n, self.max_payload_length,
+            &self.msg, src, n, key, phase, self.max_payload_length,
             &self.utf8_state if self.msg_opcode == Opcode.TEXT else NULL)
+        self.read_inflated += self.msg.len - before
+        if self.read_inflated >= INFLATE_YIELD_AT and self.loop is not None:
+            self.inflate_yielding = True
         if status == INFLATE_TOO_BIG:
             self._fail(CloseCode.MESSAGE_TOO_BIG,
                        f"message over the {self.max_payload_length}-byte limit")
