@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,97 @@ async def test_a_plain_client_cannot_speak_to_the_tls_port(pem_files: dict[str, 
                 pass
         await asyncio.sleep(0.05)
         assert mailbox.log == []                   # no connection was opened
+
+
+class BioClient:
+    """A blocking wss client over ssl.MemoryBIO, so that a test chooses when each TLS
+    record goes out: ``hello()`` puts the ClientHello on the wire and returns."""
+
+    REQUEST = ("GET /greet HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _feed(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        self.incoming.write(chunk)
+
+    def hello(self) -> None:
+        with pytest.raises(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        self._flush()
+
+    def exchange(self) -> tuple[bytes, bytes]:
+        """Finish the handshake, upgrade with a masked "ping" frame right behind the
+        request; returns (the frame the server sent in open, the echo of ours)."""
+        try:
+            while True:
+                try:
+                    self.tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    self._feed()
+            self.tls.write(self.REQUEST + b"\x81\x84\x00\x00\x00\x00ping")
+            self._flush()
+            received = b""
+            while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < 13:
+                try:
+                    received += self.tls.read(65536)
+                except ssl.SSLWantReadError:
+                    self._feed()
+            head, _, frames = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101"), head
+            return frames[:7], frames[7:]          # "hello" and "ping", unmasked
+        finally:
+            self.sock.close()
+
+
+def greeting_app() -> harpia.App:
+    app = harpia.harpia()
+    app.ws("/greet", {"open": lambda ws: ws.send("hello"),
+                      "message": lambda ws, m: ws.send(m)})
+    return app
+
+
+@pytest.mark.timeout(120)
+async def test_a_client_hello_sent_before_the_accept_is_not_lost(
+        pem_files: dict[str, str], client_context: ssl.SSLContext) -> None:
+    # A ClientHello read before the TLS layer took the connection over must reach it
+    # (it was once read as plain text and the handshake stalled, mostly on uvloop).
+    async with greeting_app().serve(tls=pem_files) as server:
+        for _ in range(5):
+            # Connected and ClientHello sent without yielding to the loop: the server
+            # reads the hello in the same turn as it accepts the connection.
+            clients = [BioClient(server.port, client_context) for _ in range(3)]
+            for client in clients:
+                client.hello()
+            rounds = [asyncio.to_thread(client.exchange) for client in clients]
+            for greeting, echo in await asyncio.gather(*rounds):
+                assert greeting == b"\x81\x05hello"
+                assert echo == b"\x81\x04ping"
+
+
+@pytest.mark.timeout(120)
+async def test_many_wss_connections_with_the_server_sending_in_open(
+        pem_files: dict[str, str], client_context: ssl.SSLContext) -> None:
+    async with greeting_app().serve(tls=pem_files) as server:
+        for i in range(30):
+            async with ws_connect(server.port, "/greet", scheme="wss", host="localhost",
+                                  ssl=client_context, open_timeout=20) as client:
+                if i % 2:
+                    await client.send("at once")   # right behind the handshake
+                    assert await client.recv() == "hello"
+                    assert await client.recv() == "at once"
+                else:
+                    assert await client.recv() == "hello"
