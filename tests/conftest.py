@@ -27,7 +27,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
-    kind = pyfuncitem.funcargs.get("loop_kind", "asyncio")
+    # From the parametrization, not funcargs: a test that does not name loop_kind
+    # as an argument does not get it there, and would run on asyncio twice.
+    callspec = getattr(pyfuncitem, "callspec", None)
+    kind = callspec.params.get("loop_kind", "asyncio") if callspec is not None else "asyncio"
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
     timeout = pyfuncitem.get_closest_marker("timeout")
