@@ -221,7 +221,10 @@ async def vanish(port: int, how: str) -> None:
 async def test_thousands_of_vanishing_connections_leave_nothing_behind(
         loop_kind: str, bystander: Any) -> None:
     modes = ["connect", "half head", "half frame", "unmasked"]
-    async with ServerProcess(loop_kind, {}) as server, bystander(server.port):
+    # The waves of 500 connections are made from this test's own event loop, so the
+    # bystander's round trip also measures the client side's connect work; this test is
+    # about what the server keeps, the responsiveness bound is the other tests' business.
+    async with ServerProcess(loop_kind, {}) as server, bystander(server.port, max_rtt=3.0):
         async def wave(count: int) -> None:
             await asyncio.gather(*(vanish(server.port, modes[i % 4]) for i in range(count)))
 
