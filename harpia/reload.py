@@ -99,10 +99,15 @@ async def retire(listener: Listener) -> None:
         server.close()
         for sock in queued:
             try:
-                # TLS, if any, is started by HttpProtocol itself, as for any accept.
-                await loop.connect_accepted_socket(lambda: HttpProtocol(listener), sock)
+                await loop.connect_accepted_socket(
+                    lambda: HttpProtocol(listener), sock, ssl=listener.ssl_context,
+                    ssl_handshake_timeout=(listener.handshake_timeout
+                                           if listener.ssl_context is not None else None))
             except OSError:
                 sock.close()
+        # asyncio hands a connection it accepted just before close() to its protocol a
+        # few loop turns later; let those arrive so the wait below counts them.
+        await asyncio.sleep(0.05)
     deadline = loop.time() + listener.handshake_timeout
     while listener.handshakes_in_progress() and loop.time() < deadline:
         await asyncio.sleep(0.01)
