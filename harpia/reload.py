@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .server import Listener, ServedApp
@@ -44,8 +44,12 @@ class WorkerApp(ServedApp, Protocol):
 
 
 async def serve_worker(app: WorkerApp, host: str, port: int,
-                       tls: Mapping[str, Any] | ssl.SSLContext | None, **where: Any) -> None:
-    """Serve until SIGINT/SIGTERM (close with 1001) or SIGHUP (retire with 1012)."""
+                       tls: Mapping[str, Any] | ssl.SSLContext | None, *,
+                       ready: Callable[[], object] | None = None, **where: Any) -> None:
+    """Serve until SIGINT/SIGTERM (close with 1001) or SIGHUP (retire with 1012).
+
+    ``ready`` is called once the listener accepts (bound, listening, its ASGI lifespan and
+    backplane started): the supervisor waits for it before counting the worker as up."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reason: list[int] = []
@@ -60,6 +64,8 @@ async def serve_worker(app: WorkerApp, host: str, port: int,
     reuse_port = where.get("sock") is None and where.get("unix") is None
     listener = await Listener(app, host=host, port=port, tls=tls, reuse_port=reuse_port,
                               **where).start()
+    if ready is not None:
+        ready()
     publisher = loop.create_task(_publish_metrics(app))
     try:
         await stop.wait()

@@ -444,8 +444,6 @@ def _worker_main(app: WorkerApp, host: str, port: int, tls: ssl.SSLContext | Non
                  report: multiprocessing.connection.Connection, inherited: tuple[int, ...],
                  parent: int, where: dict[str, Any], metrics: tuple[str, int]) -> None:
     """The body of a worker process (forked: ``app`` is the parent's object, copied)."""
-    import asyncio
-
     from .server import run
     from .reload import serve_worker
     from .worker_metrics import WorkerMetrics
@@ -460,17 +458,11 @@ def _worker_main(app: WorkerApp, host: str, port: int, tls: ssl.SSLContext | Non
         except OSError:
             pass
 
-    async def serve() -> None:
-        task = asyncio.ensure_future(serve_worker(app, host, port, tls, **where))
-        # The serving path registers its listener once it is bound (and the backplane is up).
-        while not task.done() and not app.hub.servers:
-            await asyncio.sleep(0.005)
-        if not task.done():
-            report.send(("ready", os.getpid()))
-        await task
+    def ready() -> None:
+        report.send(("ready", os.getpid()))
 
     try:
-        run(serve())
+        run(serve_worker(app, host, port, tls, ready=ready, **where))
     except BaseException as exc:
         try:
             report.send(("error", exc))

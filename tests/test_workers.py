@@ -41,12 +41,27 @@ if __name__ == "__main__":
 """
 
 
+# Each worker's ASGI lifespan startup takes a while: a worker is up only once it has run.
+SLOW_START_SCRIPT = SCRIPT.replace("""app.ws("/", {""", """
+async def slow_start(scope, receive, send):
+    import asyncio
+    assert scope["type"] == "lifespan"
+    await receive()
+    await asyncio.sleep(1.5)
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+app.mount("/asgi", slow_start)
+app.ws("/", {""")
+
+
 class Cluster:
     """The script as a subprocess: its stdout and stderr go to files the test reads."""
 
-    def __init__(self, tmp_path: Path, pubsub: str, port: int = 0) -> None:
+    def __init__(self, tmp_path: Path, pubsub: str, port: int = 0, script_text: str = SCRIPT) -> None:
         script = tmp_path / "app.py"
-        script.write_text(SCRIPT)
+        script.write_text(script_text)
         self.out_path = tmp_path / "out.txt"
         self.err_path = tmp_path / "err.txt"
         self.out = self.out_path.open("wb")
@@ -201,6 +216,26 @@ def test_without_backplane_a_publish_stays_in_its_worker_and_workers_die_with_th
                     break
                 assert time.monotonic() < deadline, f"worker {pid} outlived its parent"
                 await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.kill()
+
+
+def test_workers_are_announced_only_once_every_one_accepts(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, "-", script_text=SLOW_START_SCRIPT)
+
+    async def scenario() -> None:
+        await cluster.started()
+        # One attempt each, right after the announcement: a worker reported ready before its
+        # socket listens would refuse these (or leave them all to the other worker).
+        clients = await connect(cluster.port, 16)
+        assert {pid for _, pid in clients} == cluster.pids
+        for client, _ in clients:
+            client.close()
+        cluster.process.send_signal(signal.SIGTERM)
+        assert await cluster.wait() == 0
 
     try:
         asyncio.run(scenario())
