@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -336,6 +337,97 @@ async def test_redis_down_at_start_is_a_clear_error() -> None:
     assert time.monotonic() - started < 3
     assert not app.hub.servers and app.hub.topics.on_first_subscriber is None
     assert not app.hub.backplane_running  # a later start tries again
+
+
+class SilentHost:
+    """A real TCP server that accepts every connection, reads what comes, and answers
+    nothing (a stopped Redis, a wrong service on the port)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SilentHost:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self._held.append(writer)
+            while await reader.read(65536):
+                pass
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._held:
+            writer.close()
+        await self._server.wait_closed()
+
+
+async def test_a_host_that_accepts_and_stays_silent_fails_start_within_connect_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with SilentHost() as silent:
+        url = f"redis://127.0.0.1:{silent.port}/0"
+        app = make_app(backplane(url, connect_timeout=0.5))
+        started = time.monotonic()
+        with pytest.raises(BackplaneError, match=rf"cannot reach Redis at {re.escape(url)}: "
+                                                 r"no answer within connect_timeout \(0.5 s\)"):
+            async with app.serve():
+                pass
+        # Bounded by connect_timeout (not hung, nor left to the client library's own read
+        # timeout), and the TCP connection was made: it is the handshake that waited.
+        assert time.monotonic() - started < 4
+
+        assert silent.accepted >= 1
+    logged = [r for r in caplog.records if r.name == "harpia" and r.levelno == logging.ERROR]
+    assert any("no answer within connect_timeout" in r.getMessage() for r in logged), logged
+    assert not app.hub.servers and not app.hub.backplane_running
+
+
+async def test_a_silent_host_while_reconnecting_is_retried_not_waited_on(
+        redis_server: RedisServer) -> None:
+    # The same bound once serving: a Redis that comes back stopped (it accepts, says nothing)
+    # is retried with backoff, and the backplane is up again as soon as it answers.
+    bp = backplane(redis_server.url, connect_timeout=0.5, ping_interval=0.2, socket_timeout=0.5)
+    app = make_app(bp)
+    async with app.serve() as listener:
+        (c1,) = await open_clients(listener.port, 1)
+        await command(c1, "sub news")
+        redis_server.pause()
+        try:
+            await eventually(lambda: not bp.connected, what="the silence noticed")
+            await asyncio.sleep(1.5)  # several bounded attempts against the silent host
+            assert not bp.connected
+        finally:
+            redis_server.resume()
+        await eventually(lambda: bp.connected, timeout=15, what="reconnected after the silence")
+        await eventually(lambda: redis_server.numsub("harpia:news") == {"harpia:news": 1})
+        await asyncio.to_thread(redis_server.command, "PUBLISH", "harpia:news", "back")
+        await expect(c1, "back")
+        close_all((c1,))
+
+
+async def test_a_short_connect_timeout_still_connects_to_a_real_redis(
+        redis_server: RedisServer) -> None:
+    bp = backplane(redis_server.url, connect_timeout=2.0)
+    app = make_app(bp)
+    async with app.serve() as listener:
+        assert bp.connected
+        c1, c2 = await open_clients(listener.port, 2)
+        for client in (c1, c2):
+            await command(client, "sub news")
+        await eventually(lambda: redis_server.numsub("harpia:news") == {"harpia:news": 1})
+        await asyncio.to_thread(redis_server.command, "PUBLISH", "harpia:news", "from redis")
+        await expect(c1, "from redis")
+        await expect(c2, "from redis")
+        close_all((c1, c2))
 
 
 async def test_retry_at_start_serves_locally_until_redis_comes() -> None:

@@ -5,15 +5,17 @@ the sentinels promote, without restarting harpia.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis_cluster import SentinelSetup
-from test_backplane import close_all, command, eventually, expect, make_app, open_clients
+from test_backplane import SilentHost, close_all, command, eventually, expect, make_app, open_clients
 from test_backplane_cluster import drain_probes, publish_until_received
 
-from harpia import ConfigurationError, RedisSentinelBackplane
+from harpia import BackplaneError, ConfigurationError, RedisSentinelBackplane
 from harpia.backplane import make_backplane
 
 
@@ -48,6 +50,22 @@ def test_sentinel_urls() -> None:
                 "redis+sentinel://h:26379/a/b"):
         with pytest.raises(ConfigurationError):
             RedisSentinelBackplane(bad)
+
+
+async def test_a_sentinel_that_accepts_and_stays_silent_fails_start_within_connect_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with SilentHost() as silent:
+        app = make_app(backplane(f"redis+sentinel://127.0.0.1:{silent.port}/mymaster",
+                                 connect_timeout=0.5))
+        started = time.monotonic()
+        with pytest.raises(BackplaneError, match=r"cannot reach Redis at redis\+sentinel://"
+                                                 r".*no answer within connect_timeout \(0.5 s\)"):
+            async with app.serve():
+                pass
+        assert time.monotonic() - started < 4
+        assert silent.accepted >= 1
+    assert any("no answer within connect_timeout" in r.getMessage() for r in caplog.records
+               if r.name == "harpia" and r.levelno == logging.ERROR)
 
 
 @pytest.mark.timeout(120)

@@ -39,9 +39,12 @@ class RedisBackplane:
     Faults:
 
     * Redis unreachable when the first listener starts: ``listen()`` / ``serve()`` raise
-      ``BackplaneError`` after ``connect_timeout`` at most (``retry_at_start=False``, the
-      default), or, with ``retry_at_start=True``, serve at once with local delivery only and
-      keep connecting in the background, as after an outage.
+      ``BackplaneError`` (also logged) after ``connect_timeout`` at most
+      (``retry_at_start=False``, the default), or, with ``retry_at_start=True``, serve at
+      once with local delivery only and keep connecting in the background, as after an
+      outage.  ``connect_timeout`` bounds the whole handshake, so a host that accepts the
+      TCP connection and then answers nothing (a stopped Redis, a wrong port) counts as
+      unreachable, at start and when reconnecting.
     * Redis lost while serving: local delivery goes on; messages published meanwhile reach
       this process's subscribers only (pub/sub keeps nothing for absent subscribers, and
       harpia does not buffer them); the backplane reconnects with exponential backoff
@@ -190,6 +193,7 @@ class RedisBackplane:
         if error is not None:
             if not self.retry_at_start:
                 await self._shutdown()
+                logger.error("pubsub backplane: cannot reach Redis at %s: %s", self.where, error)
                 raise BackplaneError(f"cannot reach Redis at {self.where}: {error}") from error
             logger.warning("pubsub backplane: cannot reach Redis at %s (%s); serving with "
                            "local delivery only and retrying in the background", self.where, error)
@@ -330,10 +334,7 @@ class RedisBackplane:
     async def _session(self) -> None:
         pubsub = self._sub_client.pubsub()
         try:
-            await pubsub.connect()
-            # Publishing connections from before an outage are dead: start them afresh.
-            await self._pub_client.connection_pool.disconnect()
-            await self._pub_client.ping()
+            await self._connect(pubsub)
             self._pubsub = pubsub
             self._subscribed.clear()
             self._topic_of.clear()
@@ -347,6 +348,24 @@ class RedisBackplane:
                 await pubsub.aclose()
             except Exception:  # pragma: no cover - the connection is already broken
                 pass
+
+    async def _connect(self, pubsub: Any) -> None:
+        """Open the subscribing connection and check the publishing one, within
+        ``connect_timeout`` in all: the socket's own timeout bounds the TCP connect only, and
+        a host that accepts and then answers nothing (a stopped Redis, a wrong port, a
+        sentinel that hangs) would otherwise hold the handshake, and ``start()``, forever."""
+        async def connect() -> None:
+            await pubsub.connect()
+            # Publishing connections from before an outage are dead: start them afresh.
+            await self._pub_client.connection_pool.disconnect()
+            await self._pub_client.ping()
+
+        try:
+            await asyncio.wait_for(connect(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise BackplaneError(
+                f"no answer within connect_timeout ({self.connect_timeout:g} s): a host "
+                "accepted the connection but did not complete the handshake") from None
 
     async def _read(self, pubsub: Any) -> None:
         read = pubsub.parse_response
