@@ -23,13 +23,13 @@ import asyncio
 import collections
 import logging
 import ssl
-import sys
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from ._frames import OPEN, FrameEngine
+from ._frames import OPEN
 from ._loop import LoopContext
+from .engine_protocol import EngineProtocol
 from .client_handshake import ClientHandshake, HandshakeResult, parse_url
 from .errors import ConfigurationError, ConnectionClosed, HandshakeError
 from .handlers import RouteHandlers, bind_handlers
@@ -38,8 +38,6 @@ from .http_head import Headers
 __all__ = ["connect", "Connect", "ClientWebSocket", "ClientHandlers", "client_ssl_context"]
 
 logger = logging.getLogger("harpia")
-
-_EAGER = sys.version_info >= (3, 12)
 
 #: Default limits, as the server's routes: a message of up to 16 MiB, 1 MiB of unsent
 #: output before ``send`` returns -1, 16 queued messages before reading pauses.
@@ -133,11 +131,11 @@ def _queue_message(ws: ClientWebSocket, message: _Message) -> None:
         ws.pause_delivery()
 
 
-class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
+class ClientWebSocket(EngineProtocol):
     """One client connection (``ws``): the engine in the client role on a transport."""
 
     __slots__ = (
-        "url", "transport", "loop", "response_headers", "subprotocol", "extensions",
+        "url", "loop", "response_headers", "subprotocol", "extensions",
         "max_queue", "close_timeout", "_handlers", "_queue", "_waiter", "_closed",
         "_close_timer", "_initiated_close", "_failed", "_close_code", "_close_reason", "_drain_waiter",
     )
@@ -155,7 +153,7 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
         super().__init__(client=True, max_payload_length=max_payload_length,
                          backpressure_limit=backpressure_limit, inbound_limit=INBOUND_LIMIT)
         self.url = url
-        self.transport: asyncio.Transport | None = None
+        self.transport = None
         self.loop = asyncio.get_running_loop()
         self.response_headers = Headers()
         self.subprotocol: str | None = None
@@ -179,20 +177,6 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
             self.bind_message_handler(_queue_message, 2, False)
 
     # ------------------------------------------------------------------ user API
-
-    @property
-    def readyState(self) -> int:  # noqa: N802 - the browser's spelling
-        """0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""
-        return self.ready_state
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes queued for the server and not yet taken by the kernel."""
-        transport = self.transport
-        pending = super().buffered_amount - self.transport_buffered
-        if transport is None or transport.is_closing():
-            return int(pending)
-        return int(pending + transport.get_write_buffer_size())
 
     @property
     def close_code(self) -> int | None:
@@ -257,11 +241,6 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
         """
         return await asyncio.shield(self._closed)
 
-    def terminate(self) -> None:
-        """Drop the connection at once, without a closing handshake (close code 1006)."""
-        if self.transport is not None:
-            self.transport.abort()
-
     def __repr__(self) -> str:
         state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.ready_state]
         return f"<ClientWebSocket {self.url} {state}>"
@@ -294,22 +273,17 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
             self._initiated_close = True
             self._arm_close_timer(self.terminate)
 
-    def handler_failed(self, exc: BaseException) -> None:
-        handler = self._handlers.error
-        if handler is not None:
-            try:
-                result = handler(self, exc)
-                if handler.is_async:
-                    task = self.loop.create_task(result)
-                    task.add_done_callback(self._error_handler_done)
-                return
-            except Exception as second:
-                exc = second
-        self._unhandled(exc)
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        return self.loop
 
-    def start_async(self, awaitable: Awaitable[Any]) -> bool:
-        task = self._spawn(awaitable, resume=True)
-        return not task.done()
+    def _bound_handlers(self) -> RouteHandlers:
+        return self._handlers
+
+    def _unhandled(self, exc: BaseException) -> None:
+        logger.error("unhandled error in a handler of the connection to %s; closing with 1011",
+                     self.url, exc_info=exc)
+        if self.ready_state == OPEN:
+            self.close(1011, "internal error")
 
     def drained(self) -> None:
         waiter = self._drain_waiter
@@ -320,31 +294,6 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
         handler = self._handlers.drain
         if handler is not None:
             self._call(handler, self)
-
-    def set_reading(self, reading: bool) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if reading:
-            transport.resume_reading()
-        else:
-            transport.pause_reading()
-
-    # ------------------------------------------------------------------ asyncio protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
-        pass    # handed over by the handshake with set_protocol()
-
-    def eof_received(self) -> bool:
-        return False
-
-    def pause_writing(self) -> None:
-        assert self.transport is not None
-        self.pause_output(self.transport.get_write_buffer_size())
-
-    def resume_writing(self) -> None:
-        assert self.transport is not None
-        self.resume_output(self.transport.get_write_buffer_size())
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._close_timer is not None:
@@ -417,50 +366,6 @@ class ClientWebSocket(FrameEngine, asyncio.BufferedProtocol):
             # A server that never reads would keep close() waiting on our buffer.
             self._arm_close_timer(self.terminate)
 
-    def _unhandled(self, exc: BaseException) -> None:
-        logger.error("unhandled error in a handler of the connection to %s; closing with 1011",
-                     self.url, exc_info=exc)
-        if self.ready_state == OPEN:
-            self.close(1011, "internal error")
-
-    def _error_handler_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled():
-            exc = task.exception()
-            if isinstance(exc, Exception):
-                self._unhandled(exc)
-
-    def _call(self, handler: Any, *args: Any) -> None:
-        try:
-            result = handler(*args)
-            if handler.is_async:
-                self._spawn(result)
-        except Exception as exc:
-            self.handler_failed(exc)
-
-    def _spawn(self, awaitable: Awaitable[Any], resume: bool = False) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any]
-        if _EAGER:
-            task = asyncio.Task(awaitable, loop=self.loop, eager_start=True)  # type: ignore[call-arg, arg-type, unused-ignore]
-        else:
-            task = self.loop.create_task(awaitable)  # type: ignore[arg-type]
-        if task.done():
-            self._async_done(task, False)
-        else:
-            task.add_done_callback(self._resume_after if resume else self._report_after)
-        return task
-
-    def _resume_after(self, task: asyncio.Task[Any]) -> None:
-        self._async_done(task, True)
-
-    def _report_after(self, task: asyncio.Task[Any]) -> None:
-        self._async_done(task, False)
-
-    def _async_done(self, task: asyncio.Task[Any], resume: bool) -> None:
-        exc = None if task.cancelled() else task.exception()
-        if isinstance(exc, Exception):
-            self.handler_failed(exc)
-        if resume:
-            self.resume_delivery()
 
 
 class _HandshakeProtocol(asyncio.Protocol):

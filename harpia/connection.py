@@ -16,12 +16,12 @@ import asyncio
 import itertools
 import logging
 import os
-import sys
 import time
-from collections.abc import Awaitable
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._frames import OPEN, FrameEngine
+from .engine_protocol import EngineProtocol
+from .handlers import RouteHandlers
 from .http_head import Headers, RequestHead
 from .hub import Hub
 from .limits import MessageRate, limit_message_rate, over_rate
@@ -33,8 +33,6 @@ __all__ = ["ServerWebSocket", "ConnectionHost", "AttributeBag", "peer_address"]
 logger = logging.getLogger("harpia")
 
 T = TypeVar("T")
-
-_EAGER = sys.version_info >= (3, 12)
 
 #: Numbers connections for ``ws.id``; with the process id in front they are unique across
 #: the workers of one server too.
@@ -121,11 +119,11 @@ class ConnectionHost(Protocol):
         """The peer broke the protocol; ``ws`` is closing with ``code``."""
 
 
-class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
+class ServerWebSocket(EngineProtocol, Generic[T]):
     """One client connection, as handlers see it (``ws``)."""
 
     __slots__ = (
-        "hub", "route", "listener", "transport", "_path", "_raw_query", "_header_fields", "_params",
+        "hub", "route", "listener", "_path", "_raw_query", "_header_fields", "_params",
         "_remote_address",
         "subprotocol", "extensions", "secure", "_data", "_topics", "_initiated_close",
         "_close_timer", "_close_notified", "_ping_outstanding", "_opened_at",
@@ -231,11 +229,6 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         return address  # type: ignore[return-value]
 
     @property
-    def readyState(self) -> int:  # noqa: N802 - the browser's and Bun's spelling
-        """0 CONNECTING, 1 OPEN, 2 CLOSING, 3 CLOSED."""
-        return self.ready_state
-
-    @property
     def path(self) -> str:
         """The request path, percent-encoded as received, without the query."""
         return self._path
@@ -259,20 +252,6 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         if isinstance(fields, str):
             fields = self._header_fields = unpack_header_fields(fields)
         return fields
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes queued for this client and not yet taken by the kernel."""
-        transport = self.transport
-        pending = super().buffered_amount - self.transport_buffered
-        if transport is None or transport.is_closing():
-            return int(pending)
-        return int(pending + transport.get_write_buffer_size())
-
-    def terminate(self) -> None:
-        """Drop the connection at once, without a closing handshake (close code 1006)."""
-        if self.transport is not None:
-            self.transport.abort()
 
     def subscribe(self, topic: str) -> bool:
         """Receive what is published to ``topic``; False if already subscribed, if the
@@ -370,25 +349,11 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
             self._close_timer = loop.call_later(
                 self.listener.close_timeout, self._close_timed_out)
 
-    def handler_failed(self, exc: BaseException) -> None:
-        handler = self.route.handlers.error
-        if handler is not None:
-            try:
-                result = handler(self, exc)
-                if handler.is_async:
-                    # Its own failure must not come back to it (that would never end).
-                    task = self.listener.loop.create_task(result)
-                    task.add_done_callback(self._error_handler_done)
-                return
-            except Exception as second:
-                exc = second
-        self._unhandled(exc)
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        return self.listener.loop
 
-    def _error_handler_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled():
-            exc = task.exception()
-            if isinstance(exc, Exception):
-                self._unhandled(exc)
+    def _bound_handlers(self) -> RouteHandlers:
+        return self.route.handlers
 
     def _unhandled(self, exc: BaseException) -> None:
         logger.error("unhandled error in a handler of %s (connection %s); closing with 1011",
@@ -397,38 +362,10 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         if self.ready_state == OPEN:
             self.close(1011, "internal error")
 
-    def start_async(self, awaitable: Awaitable[Any]) -> bool:
-        task = self._spawn(awaitable, resume=True)
-        return task is not None and not task.done()
-
     def drained(self) -> None:
         handler = self.route.handlers.drain
         if handler is not None:
             self._call(handler, self)
-
-    def set_reading(self, reading: bool) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if reading:
-            transport.resume_reading()
-        else:
-            transport.pause_reading()
-
-    # ------------------------------------------------------------------ asyncio protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover
-        # The listener hands over an established transport with set_protocol().
-        pass
-
-    def eof_received(self) -> bool:
-        return False
-
-    def pause_writing(self) -> None:
-        self.pause_output(self.transport.get_write_buffer_size())
-
-    def resume_writing(self) -> None:
-        self.resume_output(self.transport.get_write_buffer_size())
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._close_timer is not None:
@@ -463,7 +400,7 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
                 # Messages wait until an async open handler has finished.
                 self.pause_delivery()
                 task = self._spawn(result, resume=True)
-                if task is None or task.done():
+                if task.done():
                     self.resume_delivery()
         except Exception as exc:
             self.handler_failed(exc)
@@ -488,43 +425,6 @@ class ServerWebSocket(FrameEngine, asyncio.BufferedProtocol, Generic[T]):
         handler = self.route.handlers.close
         if handler is not None:
             self._call(handler, self, code, reason)
-
-    def _call(self, handler: Any, *args: Any) -> None:
-        try:
-            result = handler(*args)
-            if handler.is_async:
-                self._spawn(result)
-        except Exception as exc:
-            self.handler_failed(exc)
-
-    def _spawn(self, awaitable: Awaitable[Any], resume: bool = False) -> asyncio.Task[Any] | None:
-        loop = self.listener.loop
-        task: asyncio.Task[Any]
-        if _EAGER:
-            task = asyncio.Task(awaitable, loop=loop, eager_start=True)  # type: ignore[call-arg, arg-type, unused-ignore]
-        else:
-            task = loop.create_task(awaitable)  # type: ignore[arg-type]
-        if task.done():
-            self._async_done(task, False)
-            return task
-        task.add_done_callback(self._resume_after if resume else self._report_after)
-        return task
-
-    def _resume_after(self, task: asyncio.Task[Any]) -> None:
-        self._async_done(task, True)
-
-    def _report_after(self, task: asyncio.Task[Any]) -> None:
-        self._async_done(task, False)
-
-    def _async_done(self, task: asyncio.Task[Any], resume: bool) -> None:
-        if task.cancelled():
-            exc: BaseException | None = None
-        else:
-            exc = task.exception()
-        if exc is not None and isinstance(exc, Exception):
-            self.handler_failed(exc)
-        if resume:
-            self.resume_delivery()
 
     def _close_transport(self) -> None:
         transport = self.transport

@@ -5,6 +5,10 @@ line: ``{"count": N, "seconds": T, "cpu": C}``, N being messages received (or co
 made and closed, for ``connect``) during the T seconds after a warm-up, C the CPU seconds
 the client process used meanwhile (less sensitive than N to a busy machine).  Every client runs on
 uvloop and echoes in its library's fastest documented way.
+
+A driver gives :func:`run` two coroutine functions: one that opens a connection and closes
+it again (the ``connect`` scenario), and one that opens the scenario's connections, starts
+its load and returns how to stop it.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import uvloop
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,13 @@ class Counter:
     n = 0
 
 
+Stop = Callable[[], Awaitable[None]]
+#: Opens one connection and closes it (``url``, the command line).
+ConnectAndClose = Callable[[str, argparse.Namespace], Awaitable[None]]
+#: Opens the scenario's connections, starts the load, returns how to stop it.
+StartLoad = Callable[[str, Scenario, argparse.Namespace], Awaitable[Stop]]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True, help="ws://host:port of the server")
@@ -50,12 +63,45 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def measure(counter: type[Counter], seconds: float, warmup: float,
-                  stop: Callable[[], Awaitable[None]]) -> None:
+async def measure(seconds: float, warmup: float, stop: Stop) -> None:
     """Let the load run, count what arrives in ``seconds`` after ``warmup``, print it."""
     await asyncio.sleep(warmup)
-    start, t0, c0 = counter.n, time.perf_counter(), time.process_time()
+    start, t0, c0 = Counter.n, time.perf_counter(), time.process_time()
     await asyncio.sleep(seconds)
-    end, t1, c1 = counter.n, time.perf_counter(), time.process_time()
+    end, t1, c1 = Counter.n, time.perf_counter(), time.process_time()
     print(json.dumps({"count": end - start, "seconds": t1 - t0, "cpu": c1 - c0}), flush=True)
     await stop()
+
+
+async def _connect_workers(connect_and_close: ConnectAndClose, url: str,
+                           args: argparse.Namespace, workers: int) -> Stop:
+    """The connect scenario's load: ``workers`` tasks connecting and closing over and over."""
+    running = True
+
+    async def worker() -> None:
+        while running:
+            await connect_and_close(url, args)
+            Counter.n += 1
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+
+    async def stop() -> None:
+        nonlocal running
+        running = False
+        await asyncio.gather(*tasks)
+    return stop
+
+
+def run(connect_and_close: ConnectAndClose, start_load: StartLoad) -> None:
+    """Run the scenario the command line names, on uvloop, and print its measurement."""
+    args = parse_args()
+    scenario = SCENARIOS[args.scenario]
+    url = args.url + scenario.path
+
+    async def main() -> None:
+        if args.scenario == "connect":
+            stop = await _connect_workers(connect_and_close, url, args, scenario.conns)
+        else:
+            stop = await start_load(url, scenario, args)
+        await measure(args.seconds, args.warmup, stop)
+    uvloop.run(main())

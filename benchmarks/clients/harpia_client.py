@@ -3,10 +3,9 @@
 ``--busy-poll S`` keeps the loop polling S seconds after a read (the harpia-busypoll column)."""
 from __future__ import annotations
 
-import asyncio
+import argparse
 
-import uvloop
-from common import SCENARIOS, Counter, measure, parse_args
+from common import Counter, Scenario, Stop, run
 
 import harpia
 
@@ -20,27 +19,13 @@ def take(ws: harpia.ClientWebSocket, message: str | bytes) -> None:
     Counter.n += 1
 
 
-async def connect_loop(url: str, running: list[bool], busy_poll: float) -> None:
-    while running[0]:
-        ws = await harpia.connect(url, busy_poll=busy_poll)
-        ws.close()
-        await ws.wait_closed()
-        Counter.n += 1
+async def connect_and_close(url: str, args: argparse.Namespace) -> None:
+    ws = await harpia.connect(url, busy_poll=args.busy_poll)
+    ws.close()
+    await ws.wait_closed()
 
 
-async def main() -> None:
-    args = parse_args()
-    scenario = SCENARIOS[args.scenario]
-    url = args.url + scenario.path
-    if args.scenario == "connect":
-        running = [True]
-        tasks = [asyncio.ensure_future(connect_loop(url, running, args.busy_poll)) for _ in range(scenario.conns)]
-
-        async def stop_connects() -> None:
-            running[0] = False
-            await asyncio.gather(*tasks)
-        await measure(Counter, args.seconds, args.warmup, stop_connects)
-        return
+async def start_load(url: str, scenario: Scenario, args: argparse.Namespace) -> Stop:
     handler = echo if scenario.inflight else take
     conns = [await harpia.connect(url, {"message": handler}, max_payload_length=1 << 24,
                                   busy_poll=args.busy_poll)
@@ -53,8 +38,8 @@ async def main() -> None:
     async def stop() -> None:
         for ws in conns:
             ws.terminate()
-    await measure(Counter, args.seconds, args.warmup, stop)
+    return stop
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    run(connect_and_close, start_load)

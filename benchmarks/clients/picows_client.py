@@ -1,10 +1,9 @@
 """picows' client: a WSListener whose on_ws_frame echoes the frame's payload."""
 from __future__ import annotations
 
-import asyncio
+import argparse
 
-import uvloop
-from common import SCENARIOS, Counter, measure, parse_args
+from common import Counter, Scenario, Stop, run
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 
@@ -19,29 +18,15 @@ class Take(WSListener):
         Counter.n += 1
 
 
-async def connect_loop(url: str, running: list[bool]) -> None:
-    while running[0]:
-        transport, _ = await ws_connect(WSListener, url)
-        # A code, as the other clients send: picows' default (NO_INFO) puts 1005 on the
-        # wire, which servers answer with a protocol error (1002) instead of a clean close.
-        transport.send_close(WSCloseCode.OK)
-        await transport.wait_disconnected()
-        Counter.n += 1
+async def connect_and_close(url: str, args: argparse.Namespace) -> None:
+    transport, _ = await ws_connect(WSListener, url)
+    # A code, as the other clients send: picows' default (NO_INFO) puts 1005 on the
+    # wire, which servers answer with a protocol error (1002) instead of a clean close.
+    transport.send_close(WSCloseCode.OK)
+    await transport.wait_disconnected()
 
 
-async def main() -> None:
-    args = parse_args()
-    scenario = SCENARIOS[args.scenario]
-    url = args.url + scenario.path
-    if args.scenario == "connect":
-        running = [True]
-        tasks = [asyncio.ensure_future(connect_loop(url, running)) for _ in range(scenario.conns)]
-
-        async def stop_connects() -> None:
-            running[0] = False
-            await asyncio.gather(*tasks)
-        await measure(Counter, args.seconds, args.warmup, stop_connects)
-        return
+async def start_load(url: str, scenario: Scenario, args: argparse.Namespace) -> Stop:
     listener = Echo if scenario.inflight else Take
     transports = [(await ws_connect(listener, url, max_frame_size=1 << 24))[0]
                   for _ in range(scenario.conns)]
@@ -53,8 +38,8 @@ async def main() -> None:
     async def stop() -> None:
         for transport in transports:
             transport.disconnect()
-    await measure(Counter, args.seconds, args.warmup, stop)
+    return stop
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    run(connect_and_close, start_load)

@@ -1,10 +1,10 @@
 """websockets' asyncio client: ``async for`` over the connection, ``await send`` back."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 
-import uvloop
-from common import SCENARIOS, Counter, measure, parse_args
+from common import Counter, Scenario, Stop, run
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -22,26 +22,12 @@ async def echo(ws: ClientConnection, inflight: int, size: int) -> None:
         pass
 
 
-async def connect_loop(url: str, running: list[bool]) -> None:
-    while running[0]:
-        async with connect(url, compression=None):
-            pass
-        Counter.n += 1
+async def connect_and_close(url: str, args: argparse.Namespace) -> None:
+    async with connect(url, compression=None):
+        pass
 
 
-async def main() -> None:
-    args = parse_args()
-    scenario = SCENARIOS[args.scenario]
-    url = args.url + scenario.path
-    if args.scenario == "connect":
-        running = [True]
-        tasks = [asyncio.ensure_future(connect_loop(url, running)) for _ in range(scenario.conns)]
-
-        async def stop_connects() -> None:
-            running[0] = False
-            await asyncio.gather(*tasks)
-        await measure(Counter, args.seconds, args.warmup, stop_connects)
-        return
+async def start_load(url: str, scenario: Scenario, args: argparse.Namespace) -> Stop:
     conns = [await connect(url, compression=None, max_size=1 << 24) for _ in range(scenario.conns)]
     tasks = [asyncio.ensure_future(echo(ws, scenario.inflight, scenario.size)) for ws in conns]
 
@@ -50,8 +36,8 @@ async def main() -> None:
             task.cancel()
         for ws in conns:
             ws.transport.abort()
-    await measure(Counter, args.seconds, args.warmup, stop)
+    return stop
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    run(connect_and_close, start_load)
