@@ -1,4 +1,5 @@
 # One growable byte buffer for the frame engine's message, its output and deflate's output.
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 
 
@@ -15,7 +16,6 @@ cdef struct ByteBuffer:
 cdef int buffer_resize(ByteBuffer *b, Py_ssize_t cap) except -1
 cdef void buffer_free(ByteBuffer *b) noexcept
 cdef bytes buffer_take_bytes(ByteBuffer *b)
-cdef bytes buffer_copy_bytes(ByteBuffer *b)
 
 
 cdef inline int buffer_reserve(ByteBuffer *b, Py_ssize_t extra) except -1:
@@ -32,3 +32,9 @@ cdef inline void buffer_trim(ByteBuffer *b, Py_ssize_t keep) noexcept:
     """Free an empty buffer that grew past ``keep`` bytes: an idle owner holds little."""
     if b.len == 0 and b.cap > keep:
         buffer_free(b)
+
+
+cdef inline bytes buffer_copy_bytes(ByteBuffer *b):
+    """The content as a new bytes object; the buffer is left as it is.  Inline: the end of
+    every loop turn calls it once per connection with output."""
+    return PyBytes_FromStringAndSize(b.data, b.len)

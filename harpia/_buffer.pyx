@@ -67,7 +67,3 @@ cdef bytes buffer_take_bytes(ByteBuffer *b):
     buffer_free(b)
     return out
 
-
-cdef bytes buffer_copy_bytes(ByteBuffer *b):
-    """The content as a new bytes object; the buffer is left as it is."""
-    return PyBytes_FromStringAndSize(b.data, b.len)

@@ -38,5 +38,12 @@ cdef class LoopContext:
     cdef bytearray recv_area
     cdef object recv_view
 
-    cdef int add(self, LoopMember member) except -1
     cdef int activity(self) except -1
+
+    cdef inline int add(self, LoopMember member) except -1:
+        # Inline: a publish calls it once per subscriber, from another module.
+        self.queued.append(member)
+        if not self.scheduled:
+            self.scheduled = True
+            self.call_soon(self._run_cb)
+        return 0

@@ -11,6 +11,7 @@
   flows; with no traffic the loop sleeps as usual.
 - The receive area: reads on one loop never interleave, so its connections share one.
 """
+from cpython.list cimport PyList_GET_ITEM
 from libc.stdint cimport int64_t
 
 cdef enum:
@@ -77,21 +78,20 @@ cdef class LoopContext:
         else:
             self.polling = False
 
-    cdef int add(self, LoopMember member) except -1:
-        self.queued.append(member)
-        if not self.scheduled:
-            self.scheduled = True
-            self.call_soon(self._run_cb)
-        return 0
-
     def run(self):
         """Write every member queued since the last run (the scheduled callback)."""
         cdef list queued = self.queued
-        cdef LoopMember member
+        cdef Py_ssize_t i = 0, n = len(queued)
+        cdef LoopMember member = None
         self.queued = []
         self.scheduled = False
-        for member in queued:
+        # One try for the whole turn, entered again after a failure, rather than one per
+        # member: the list holds only members (``add`` is typed), so no check per item.
+        while i < n:
             try:
-                member.write_queued()
+                while i < n:
+                    member = <LoopMember>PyList_GET_ITEM(queued, i)
+                    i += 1
+                    member.write_queued()
             except Exception as exc:      # one broken transport must not starve the rest
                 (<object>member).handler_failed(exc)

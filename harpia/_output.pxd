@@ -2,8 +2,10 @@
 # accounting.  The frame engine holds one as a typed attribute (direct C calls).
 cimport cython
 from libc.stdint cimport uint8_t
+from libc.string cimport memcpy
 
-from harpia._buffer cimport ByteBuffer
+from harpia._buffer cimport ByteBuffer, buffer_copy_bytes, buffer_reserve, buffer_trim
+from harpia._wire cimport header_size, write_header
 
 
 cdef enum:
@@ -32,12 +34,10 @@ cdef class OutputBuffer:
     cdef object writelines
     cdef object buffer_size
 
-    cdef Py_ssize_t append_frame(self, uint8_t first_byte, const uint8_t *data, Py_ssize_t n,
-                                 bint masked) except -1
-    cdef Py_ssize_t append_serialized(self, const char *frame, Py_ssize_t n) except -1
+    cdef Py_ssize_t append_masked_frame(self, uint8_t first_byte, const uint8_t *data,
+                                        Py_ssize_t n) except -1
     cdef Py_ssize_t write_direct(self, uint8_t first_byte, object payload, const uint8_t *data,
                                  Py_ssize_t n) except -1
-    cdef bint write(self) except -1
     cdef bint drain_reached(self) except -1
     cdef bytes take(self)
     cdef void discard(self) noexcept
@@ -61,3 +61,41 @@ cdef class OutputBuffer:
 
     cdef inline bint can_write_direct(self, Py_ssize_t n) noexcept:
         return n >= DIRECT_WRITE_AT and self.writer is not None and not self.writing_paused
+
+    # The per-frame and per-turn methods are inline: the engine's units call them from
+    # other modules, where a method of this class is otherwise a call through its vtable
+    # that the compiler cannot fold into the caller.
+
+    cdef inline Py_ssize_t append_frame(self, uint8_t first_byte, const uint8_t *data,
+                                        Py_ssize_t n, bint masked) except -1:
+        # Serialize a frame into the buffer; its size on the wire.  The caller admitted it
+        # (``admits``), or it bypasses the limit (a close frame).
+        cdef Py_ssize_t total, hlen
+        cdef uint8_t *out
+        if masked:
+            return self.append_masked_frame(first_byte, data, n)
+        total = header_size(n, False) + n
+        buffer_reserve(&self.queued, total)
+        out = <uint8_t *>self.queued.data + self.queued.len
+        hlen = write_header(out, first_byte, n, NULL)
+        memcpy(out + hlen, data, n)
+        self.queued.len += total
+        return total
+
+    cdef inline Py_ssize_t append_serialized(self, const char *frame, Py_ssize_t n) except -1:
+        # Queue a frame serialized elsewhere (a publish: built once, copied to each).
+        buffer_reserve(&self.queued, n)
+        memcpy(self.queued.data + self.queued.len, frame, n)
+        self.queued.len += n
+        return n
+
+    cdef inline bint write(self) except -1:
+        # Hand what is queued to the writer (unless paused); True if anything went.
+        cdef bytes data
+        if self.queued.len == 0 or self.writing_paused or self.writer is None:
+            return False
+        data = buffer_copy_bytes(&self.queued)
+        self.queued.len = 0
+        buffer_trim(&self.queued, KEEP_BUFFER)
+        self.writer(data)
+        return True

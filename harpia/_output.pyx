@@ -9,10 +9,9 @@ about WebSocket state or asyncio: the writer is any ``writer(bytes)`` callable.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t
-from libc.string cimport memcpy
 
-from harpia._buffer cimport buffer_copy_bytes, buffer_free, buffer_reserve, buffer_trim
-from harpia._wire cimport header_size, random_mask_key, write_header
+from harpia._buffer cimport buffer_free
+from harpia._wire cimport random_mask_key
 
 cdef extern from "_mask.h" nogil:
     void harpia_mask(unsigned char *dst, const unsigned char *src, size_t n,
@@ -26,32 +25,20 @@ cdef class OutputBuffer:
     def __dealloc__(self):
         buffer_free(&self.queued)
 
-    cdef Py_ssize_t append_frame(self, uint8_t first_byte, const uint8_t *data, Py_ssize_t n,
-                                 bint masked) except -1:
-        """Serialize a frame into the buffer; its size on the wire.  The caller admitted it
-        (``admits``), or it bypasses the limit (a close frame)."""
+    cdef Py_ssize_t append_masked_frame(self, uint8_t first_byte, const uint8_t *data,
+                                        Py_ssize_t n) except -1:
+        """``append_frame`` for the client role: the payload masked with a fresh key."""
         cdef uint8_t key[4]
-        cdef Py_ssize_t total = header_size(n, masked) + n
+        cdef Py_ssize_t total = header_size(n, True) + n
         cdef Py_ssize_t hlen
         cdef uint8_t *out
         buffer_reserve(&self.queued, total)
         out = <uint8_t *>self.queued.data + self.queued.len
-        if masked:
-            random_mask_key(key)
-            hlen = write_header(out, first_byte, n, key)
-            harpia_mask(out + hlen, data, n, key, 0)
-        else:
-            hlen = write_header(out, first_byte, n, NULL)
-            memcpy(out + hlen, data, n)
+        random_mask_key(key)
+        hlen = write_header(out, first_byte, n, key)
+        harpia_mask(out + hlen, data, n, key, 0)
         self.queued.len += total
         return total
-
-    cdef Py_ssize_t append_serialized(self, const char *frame, Py_ssize_t n) except -1:
-        """Queue a frame serialized elsewhere (a publish: built once, copied to each)."""
-        buffer_reserve(&self.queued, n)
-        memcpy(self.queued.data + self.queued.len, frame, n)
-        self.queued.len += n
-        return n
 
     cdef Py_ssize_t write_direct(self, uint8_t first_byte, object payload, const uint8_t *data,
                                  Py_ssize_t n) except -1:
@@ -89,17 +76,6 @@ cdef class OutputBuffer:
             # pause_writing came (and came with the final count): once per large message.
             self.transport_buffered = self.buffer_size()
         return total
-
-    cdef bint write(self) except -1:
-        """Hand what is queued to the writer (unless paused); True if anything went."""
-        cdef bytes data
-        if self.queued.len == 0 or self.writing_paused or self.writer is None:
-            return False
-        data = buffer_copy_bytes(&self.queued)
-        self.queued.len = 0
-        buffer_trim(&self.queued, KEEP_BUFFER)
-        self.writer(data)
-        return True
 
     cdef bint drain_reached(self) except -1:
         """After going over the limit: True once the bytes buffered here and in the

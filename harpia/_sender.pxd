@@ -5,6 +5,7 @@ from libc.stdint cimport uint8_t
 from harpia._deflate cimport PerMessageDeflate
 from harpia._loop cimport LoopContext, LoopMember
 from harpia._output cimport OutputBuffer
+from harpia._wire cimport ReadyState
 
 
 cdef enum:
@@ -49,8 +50,6 @@ cdef class FrameSender(LoopMember):
     cdef Py_ssize_t _send_under_limit(self, int opcode, const uint8_t *data, Py_ssize_t n,
                                       uint8_t rsv) except -2
     @cython.final
-    cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2
-    @cython.final
     cdef Py_ssize_t _send_whole(self, int opcode, uint8_t rsv, object payload,
                                 const uint8_t *data, Py_ssize_t n) except -2
     @cython.final
@@ -74,3 +73,21 @@ cdef class FrameSender(LoopMember):
     cdef int _resume_reading(self, uint8_t reason) except -1
     # Overridden by the engine: what to do once the output drained (its held input).
     cdef int _output_drained(self) except -1
+
+    cdef inline Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2:
+        # Queue a frame serialized elsewhere (a publish: built once, copied to each); returns
+        # as ``send``.  Inline, as what it calls: the publish loop runs it per subscriber
+        # without a call.  Only a full turn or a crossed limit take ``_queued``'s way.
+        cdef OutputBuffer out = self.output
+        if self.ready_state != ReadyState.OPEN or not out.admits():
+            self.dropped += 1
+            return 0
+        self.messages_out += 1
+        out.append_serialized(frame, n)
+        if out.turn_full() or out.queued.len + out.transport_buffered > out.limit:
+            return self._queued(n)
+        self.bytes_out += n
+        if not self.in_feed and not out.corked and self.loop is not None:
+            out.corked = True
+            self.loop.add(self)
+        return n

@@ -93,14 +93,6 @@ cdef class FrameSender(LoopMember):
         return self._queued(self.output.append_frame(FIN | rsv | opcode, data, n, self.client))
 
     @cython.final
-    cdef Py_ssize_t _queue_serialized(self, const char *frame, Py_ssize_t n) except -2:
-        """Queue a frame serialized elsewhere (a publish: built once, copied to each)."""
-        if not self._admit():
-            return 0
-        self.messages_out += 1
-        return self._queued(self.output.append_serialized(frame, n))
-
-    @cython.final
     cdef Py_ssize_t _send_whole(self, int opcode, uint8_t rsv, object payload,
                                 const uint8_t *data, Py_ssize_t n) except -2:
         """One whole message: a large one straight to the transport (server role), else
