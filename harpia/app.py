@@ -94,9 +94,11 @@ class App:
         #: WebSocket connections (open or closing) this process serves at once; over it an
         #: upgrade is answered 503.  None: no cap (memory is bounded per connection).
         self.max_connections = max_connections
-        #: TCP connections still sending their request head; over it a new one is closed at
-        #: once.  1024 bounds a slowloris flood to ~1024 x 64 KiB of head buffers while
-        #: leaving room for ~100,000 handshakes/s at a 10 ms round trip.
+        #: TCP connections still sending their request head (a mounted ASGI app's
+        #: keep-alive connections between requests too); over it a new one is closed at
+        #: once, unless an idle keep-alive one can be closed instead.  1024 bounds a
+        #: slowloris flood to ~1024 x 64 KiB of head buffers while leaving room for
+        #: ~100,000 handshakes/s at a 10 ms round trip.
         self.max_pending_handshakes = max_pending_handshakes
         #: WebSocket connections one client address may hold open in this process; over it
         #: an upgrade is answered 429 with Retry-After.  None: no cap.  See harpia/limits.py.

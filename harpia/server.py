@@ -70,6 +70,8 @@ class MountedApps(Protocol):
     def take_over(self, listener: Listener, transport: asyncio.Transport, head: RequestHead,
                   trailing: bytes) -> None: ...
     def websocket_routes(self) -> list[WebSocketRoute]: ...
+    def waiting_connections(self) -> int: ...
+    def shed_idle_connection(self) -> bool: ...
 
 
 class ServedApp(Protocol):
@@ -349,9 +351,12 @@ class Listener:
     # The caps are the app's, over all its listeners; this one is counted even while it
     # starts (before the hub lists it).
     def pending_handshakes(self) -> int:
-        """TCP connections of the app still in their HTTP stage (head, upgrade hook)."""
+        """TCP connections of the app still in their HTTP stage (head, upgrade hook), and
+        its ASGI HTTP connections between requests."""
+        asgi = self.app.asgi
         return len(self._handshaking) + sum(
-            other.handshakes_in_progress() for other in self.app.hub.servers if other is not self)
+            other.handshakes_in_progress() for other in self.app.hub.servers if other is not self
+        ) + (asgi.waiting_connections() if asgi is not None else 0)
 
     def open_connections(self) -> int:
         """WebSocket connections of the app, open or closing (their memory is still held)."""
@@ -410,9 +415,11 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.abort()
             return
         cap = listener.app.max_pending_handshakes
-        if cap is not None and listener.pending_handshakes() >= cap:
+        if cap is not None and listener.pending_handshakes() >= cap and (
+                listener.app.asgi is None or not listener.app.asgi.shed_idle_connection()):
             # A flood of connections that do not finish their request (slowloris): hang up
-            # at once, before reading or allocating anything for this one.
+            # at once, before reading or allocating anything for this one (unless an idle
+            # keep-alive connection of a mounted ASGI app could be closed instead).
             listener._refused_connections.warn(
                 "closing new connections: %d handshakes in progress (max_pending_handshakes)", cap)
             self.transport.abort()

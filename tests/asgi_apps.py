@@ -216,6 +216,10 @@ class HttpClient:
         self.writer.write(conn.send(h11.EndOfMessage()) or b"")
         return await self.response()
 
+    async def read_some(self) -> bytes:
+        """What arrives next (b"" once the server has closed)."""
+        return await asyncio.wait_for(self.reader.read(65536), 10)
+
     async def read_until_closed(self) -> bytes:
         data = bytearray()
         while True:

@@ -291,6 +291,65 @@ async def test_idle_keep_alive_connection_is_closed() -> None:
         assert loop.time() - started < 5
 
 
+async def closed_at_once(port: int) -> bool:
+    """Whether a new connection is closed by the server before it answers a request."""
+    client = await HttpClient.open(port)
+    try:
+        client.send_raw(b"GET /items/9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        return not (await client.read_some()).startswith(b"HTTP/1.1 200 ")
+    except ConnectionError:
+        return True
+    finally:
+        await client.close()
+
+
+async def test_keep_alive_connections_sending_a_head_count_toward_max_pending_handshakes() -> None:
+    # A slowloris on later requests: each connection gets one quick answer, then trickles
+    # the next head.  They count as pending handshakes, so the flood is capped.
+    app = make_app(keep_alive_timeout=60)
+    app.max_pending_handshakes = 8
+    app.handshake_timeout = 60     # the heads must not time out during the test
+    async with app.serve(port=0) as server:
+        tricklers = [await HttpClient.open(server.port) for _ in range(8)]
+        for client in tricklers:
+            assert (await client.request("GET", "/items/1"))[0] == 200
+            client.send_raw(b"GET /items/2 HTTP/1.1\r\nHost: x\r\n")   # and never the end
+            await client.writer.drain()
+        assert app.asgi is not None
+        deadline = asyncio.get_running_loop().time() + 10
+        while app.asgi.waiting_connections() < 8:
+            assert asyncio.get_running_loop().time() < deadline, app.asgi.waiting_connections()
+            await asyncio.sleep(0.01)
+        assert await closed_at_once(server.port)
+        # The tricklers leave: the server takes new connections again.
+        for client in tricklers:
+            await client.close()
+        while app.asgi.waiting_connections():
+            assert asyncio.get_running_loop().time() < deadline, app.asgi.waiting_connections()
+            await asyncio.sleep(0.01)
+        assert not await closed_at_once(server.port)
+
+
+async def test_idle_keep_alive_connections_give_way_to_new_ones_oldest_first() -> None:
+    app = make_app(keep_alive_timeout=60)
+    app.max_pending_handshakes = 8
+    async with app.serve(port=0) as server:
+        idle = [await HttpClient.open(server.port) for _ in range(8)]
+        for client in idle:
+            assert (await client.request("GET", "/items/1"))[0] == 200
+        assert app.asgi is not None and app.asgi.waiting_connections() == 8
+        # A ninth connection is served; the longest-idle one is closed to make room, so the
+        # server never holds more than the cap of connections waiting for a request.
+        newcomer = await HttpClient.open(server.port)
+        assert (await newcomer.request("GET", "/items/2"))[0] == 200
+        assert await idle[0].read_until_closed() == b""
+        for client in idle[1:]:
+            assert (await client.request("GET", "/items/3"))[0] == 200
+        assert app.asgi.waiting_connections() == 8
+        for client in [*idle, newcomer]:
+            await client.close()
+
+
 async def test_shutdown_lets_an_in_flight_request_finish() -> None:
     release = asyncio.Event()
     started = asyncio.Event()

@@ -11,6 +11,9 @@ client cannot queue more than one read's worth).  Limits, each with its answer: 
 the app's ``max_head_size``, ``max_request_line`` or header count (431/414), a head not
 finished within ``handshake_timeout`` (408), a body over ``max_body_size`` (413), a
 keep-alive connection idle for ``keep_alive_timeout`` (closed), malformed input (400).
+Between requests (idle, or receiving a head) a connection counts toward the app's
+``max_pending_handshakes``, as one in its first head does: a flood of idle or trickling
+keep-alive connections is capped like a slowloris on the upgrade path.
 """
 from __future__ import annotations
 
@@ -324,6 +327,8 @@ class HttpConnection(asyncio.Protocol):
         self.headers = []
         self.head_size = 0
         self.in_head = True
+        if self.cycle is None and self.requests:
+            self.mounts.waiting_for_request(self, reading_head=True)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -438,6 +443,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _start(self, cycle: RequestCycle) -> None:
         self.cycle = cycle
+        self.mounts.request_started(self)
         self.task = self.loop.create_task(self._run(cycle, cycle.app))
 
     async def _run(self, cycle: RequestCycle, app: Any) -> None:
@@ -486,6 +492,7 @@ class HttpConnection(asyncio.Protocol):
         if self.pipeline_paused:
             self.pipeline_paused = False
             self.transport.resume_reading()
+        self.mounts.waiting_for_request(self, reading_head=self.in_head)
         self.last_active = self.loop.time()
         if self.timer is None:
             self.timer = self.loop.call_later(self.mount.http.keep_alive_timeout, self._idle_check)  # type: ignore[union-attr]
@@ -548,6 +555,11 @@ class HttpConnection(asyncio.Protocol):
         """The app waits for body bytes: time out if none come for ``handshake_timeout``."""
         if self.timer is None and not self.closing:
             self.timer = self.loop.call_later(self.head_timeout, self._idle_check)
+
+    def shed(self) -> None:
+        """Closed while idle to make room for a new connection (``max_pending_handshakes``)."""
+        self.closing = True
+        self.transport.close()
 
     def close_if_idle(self) -> bool:
         """Graceful shutdown: close now if no request is in progress."""

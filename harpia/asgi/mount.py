@@ -34,6 +34,11 @@ class AsgiMounts:
         self.mounts: list[Mount] = []
         self.connections: set[HttpConnection] = set()
         self.sockets: set[AsgiWebSocket] = set()
+        # HTTP connections between requests count as pending handshakes (a request head is
+        # what the server waits for on both): idle keep-alive ones, oldest first, may be
+        # closed to make room for a new connection; those sending a head may not.
+        self._idle: dict[HttpConnection, None] = {}
+        self._reading_head: set[HttpConnection] = set()
         #: The request-head limits of the upgrade path, applied to every later request too.
         self.head_limits = (8192, 8192, 128, 65536)
         self._serving: set[Listener] = set()
@@ -103,8 +108,37 @@ class AsgiMounts:
     def stopping_listener(self, listener: Listener) -> bool:
         return listener in self._stopping
 
+    # ------------------------------------------------------------------ between requests
+
+    def waiting_for_request(self, conn: HttpConnection, reading_head: bool) -> None:
+        """``conn`` has no request in progress: idle, or receiving the next head."""
+        if reading_head:
+            self._idle.pop(conn, None)
+            self._reading_head.add(conn)
+        else:
+            self._reading_head.discard(conn)
+            self._idle[conn] = None
+
+    def request_started(self, conn: HttpConnection) -> None:
+        self._idle.pop(conn, None)
+        self._reading_head.discard(conn)
+
+    def waiting_connections(self) -> int:
+        """HTTP connections waiting for (or receiving) their next request head."""
+        return len(self._idle) + len(self._reading_head)
+
+    def shed_idle_connection(self) -> bool:
+        """Close the longest-idle keep-alive connection, if there is one, to make room
+        for a new connection under ``max_pending_handshakes``."""
+        for conn in self._idle:
+            del self._idle[conn]
+            conn.shed()
+            return True
+        return False
+
     def connection_ended(self, conn: HttpConnection) -> None:
         self.connections.discard(conn)
+        self.request_started(conn)      # no longer waiting for anything
         gone = self._stopping.get(conn.listener)
         if gone is not None and not any(c.listener is conn.listener for c in self.connections):
             gone.set()
