@@ -72,6 +72,7 @@ class App:
         close_timeout: float = 5.0,
         max_connections: int | None = None,
         max_pending_handshakes: int | None = 1024,
+        max_pending_tls_handshakes: int | None = 256,
         pubsub: str | Backplane | None = None,
         busy_poll: float = 0.0,
         max_connections_per_ip: int | None = None,
@@ -82,6 +83,7 @@ class App:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         for name, cap in (("max_connections", max_connections),
                           ("max_pending_handshakes", max_pending_handshakes),
+                          ("max_pending_tls_handshakes", max_pending_tls_handshakes),
                           ("max_connections_per_ip", max_connections_per_ip)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise ConfigurationError(f"{name} must be a positive int or None")
@@ -100,6 +102,11 @@ class App:
         #: slowloris flood to ~1024 x 64 KiB of head buffers while leaving room for
         #: ~100,000 handshakes/s at a 10 ms round trip.
         self.max_pending_handshakes = max_pending_handshakes
+        #: Of those, connections still in their TLS handshake (they count in both caps).
+        #: asyncio's TLS layer holds ~300 KiB per connection from its accept (uvloop's
+        #: ~52 KiB): 256 bounds a flood of unfinished TLS handshakes to ~77 MiB, and still
+        #: allows more handshakes a second than one core can compute.
+        self.max_pending_tls_handshakes = max_pending_tls_handshakes
         #: WebSocket connections one client address may hold open in this process; over it
         #: an upgrade is answered 429 with Retry-After.  None: no cap.  See harpia/limits.py.
         self.max_connections_per_ip = max_connections_per_ip

@@ -44,6 +44,10 @@ class ServingPoint(Protocol):
     def connections_held(self) -> int:
         """Its WebSocket connections, open or closing."""
 
+    @property
+    def tls_handshaking(self) -> int:
+        """Its TCP connections still in their TLS handshake."""
+
 
 class Hub:
     """The shared state of one app's connections; built by the app, served by listeners."""

@@ -105,10 +105,8 @@ async def retire(listener: Listener) -> None:
         server.close()
         for sock in queued:
             try:
-                await loop.connect_accepted_socket(
-                    lambda: HttpProtocol(listener), sock, ssl=listener.ssl_context,
-                    ssl_handshake_timeout=(listener.handshake_timeout
-                                           if listener.ssl_context is not None else None))
+                # HttpProtocol starts TLS itself, as for a connection accepted here.
+                await loop.connect_accepted_socket(lambda: HttpProtocol(listener), sock)
             except OSError:
                 sock.close()
         # asyncio hands a connection it accepted just before close() to its protocol a

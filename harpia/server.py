@@ -45,7 +45,7 @@ from .proxy_protocol import ProxyHeaderParser
 from .request import Request
 from .routing import HttpRoute, Router, WebSocketRoute
 from .sockets import bind_unix, unlink_unix
-from .tls import make_ssl_context
+from .tls import make_ssl_context, start_server_tls
 from .topics import ConnectionSet
 
 __all__ = ["Listener", "HttpProtocol", "ServedApp", "MountedApps", "serve_until_signal", "run"]
@@ -85,6 +85,8 @@ class ServedApp(Protocol):
     def max_connections(self) -> int | None: ...
     @property
     def max_pending_handshakes(self) -> int | None: ...
+    @property
+    def max_pending_tls_handshakes(self) -> int | None: ...
     @property
     def busy_poll(self) -> float: ...
     @property
@@ -147,6 +149,8 @@ class Listener:
         # Every connection this listener upgraded that has not ended yet, open or closing
         # (``connections`` holds the open ones): their memory is still held.
         self._held: set[ServerWebSocket[Any]] = set()
+        #: Connections of this listener still in their TLS handshake (also in _handshaking).
+        self.tls_handshaking = 0
         # Connections still in their HTTP stage, each with its deadline (handshake_timeout
         # after it was accepted).  Deadlines grow in insertion order, so one timer for the
         # oldest serves them all: no timer is made and cancelled per connection.
@@ -204,15 +208,13 @@ class Listener:
         if self.unix is not None:
             sock = bind_unix(self.unix, self.backlog)
             self._unix_inode = os.stat(self.unix).st_ino
-        # The TLS handshake comes before the request head: the same bound (asyncio's
-        # default is 60 s).  The loops refuse a value without TLS.
-        tls: dict[str, Any] = {} if self.ssl_context is None else {
-            "ssl": self.ssl_context, "ssl_handshake_timeout": self.handshake_timeout}
+        # TLS is started by HttpProtocol (loop.start_tls), not here: then a connection
+        # still in its TLS handshake counts against the pending-handshake caps and the
+        # handshake deadline like one still sending its request head.
         if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-            self._server = await self.loop.create_unix_server(
-                lambda: HttpProtocol(self), sock=sock, **tls)
+            self._server = await self.loop.create_unix_server(lambda: HttpProtocol(self), sock=sock)
         elif sock is not None:
-            self._server = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, **tls)
+            self._server = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock)
         else:
             self._server = await self.loop.create_server(
                 lambda: HttpProtocol(self),
@@ -220,7 +222,6 @@ class Listener:
                 self.requested_port,
                 reuse_port=self.reuse_port or None,
                 backlog=self.backlog,
-                **tls,
             )
         bound = self._server.sockets[0].getsockname()
         self._port = int(bound[1]) if isinstance(bound, tuple) else 0
@@ -358,6 +359,11 @@ class Listener:
             other.handshakes_in_progress() for other in self.app.hub.servers if other is not self
         ) + (asgi.waiting_connections() if asgi is not None else 0)
 
+    def pending_tls_handshakes(self) -> int:
+        """TCP connections of the app still in their TLS handshake."""
+        return self.tls_handshaking + sum(
+            other.tls_handshaking for other in self.app.hub.servers if other is not self)
+
     def open_connections(self) -> int:
         """WebSocket connections of the app, open or closing (their memory is still held)."""
         return len(self._held) + sum(
@@ -389,7 +395,7 @@ class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
     __slots__ = ("listener", "transport", "parser", "head_received", "held_data", "held_size", "task",
-                 "proxy", "client")
+                 "tls_pending", "proxy", "client")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
@@ -403,6 +409,8 @@ class HttpProtocol(asyncio.Protocol):
         # The async upgrade hook or GET handler in progress: cancelled when the client
         # goes away or the handshake times out, so neither it nor the slot outlives them.
         self.task: asyncio.Future[Any] | None = None
+        #: In the TLS handshake (counted in the listener's ``tls_handshaking``).
+        self.tls_pending = False
         #: Reads the PROXY header first, on a ``proxy_protocol`` listener.
         self.proxy: ProxyHeaderParser | None = None
         #: The client's address once a PROXY header or a trusted proxy's headers said it.
@@ -424,25 +432,75 @@ class HttpProtocol(asyncio.Protocol):
                 "closing new connections: %d handshakes in progress (max_pending_handshakes)", cap)
             self.transport.abort()
             return
+        # A connection an ASGI mount hands back for its upgrade is already decrypted.
+        start_tls = (listener.ssl_context is not None
+                     and transport.get_extra_info("ssl_object") is None)
+        if start_tls:
+            tls_cap = listener.app.max_pending_tls_handshakes
+            if tls_cap is not None and listener.pending_tls_handshakes() >= tls_cap:
+                listener._refused_connections.warn(
+                    "closing new connections: %d TLS handshakes in progress "
+                    "(max_pending_tls_handshakes)", tls_cap)
+                self.transport.abort()
+                return
         listener.handshake_started(self)
         if listener.proxy_protocol:
             self.proxy = ProxyHeaderParser()
+        if start_tls:
+            assert listener.ssl_context is not None
+            self.tls_pending = True
+            listener.tls_handshaking += 1
+            self.task = asyncio.ensure_future(self._start_tls(listener.ssl_context))
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        raw = self.transport
+        # What was read before start_tls took the transport over (uvloop) is the start of
+        # the handshake.  The listener's deadline bounds it, with the request head after.
+        hello, self.held_data, self.held_size = self.held_data, None, 0
+        try:
+            tls = await start_server_tls(self.listener.loop, raw, self, context,
+                                         self.listener.handshake_timeout, b"".join(hello or ()))
+        except Exception:
+            # A failed or abandoned TLS handshake (reset, timeout, not TLS at all, a
+            # protocol error): dropped without a log line, as a bad request head would be.
+            self._done()
+            raw.abort()
+            return
+        except asyncio.CancelledError:
+            self._tls_over()            # the deadline or a shutdown aborted it
+            raise
+        self.task = None
+        self.transport = tls
+        self._tls_over()
+        # Bytes decrypted right after the handshake, before this coroutine resumed.
+        early, self.held_data, self.held_size = self.held_data, None, 0
+        if early:
+            self.data_received(b"".join(early))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._done()
 
     def _done(self) -> None:
         self.listener._handshaking.pop(self, None)
+        self._tls_over()                # now, not when the cancelled start_tls unwinds
         task = self.task
         if task is not None:
             self.task = None
             task.cancel()               # no-op when it has finished
+
+    def _tls_over(self) -> None:
+        if self.tls_pending:
+            self.tls_pending = False
+            self.listener.tls_handshaking -= 1
 
     def abort(self) -> None:
         self._done()
         self.transport.abort()
 
     def timed_out(self) -> None:
+        if self.tls_pending:
+            self.abort()                # no 408 in clear text on a TLS connection
+            return
         # A slowloris (a byte a second) never finishes its head: answer 408 and hang up.
         self._respond(response_http(408, "handshake timed out\n"))
 
@@ -451,13 +509,15 @@ class HttpProtocol(asyncio.Protocol):
             data = self._proxy_header(data)
             if not data:
                 return
-        if self.head_received:
-            # Frames sent right behind the request, while an async upgrade hook runs.
+        if self.head_received or self.tls_pending:
+            # Frames sent right behind the request, while an async upgrade hook runs; or
+            # bytes read in the loop turn before or after start_tls (see _start_tls):
+            # one read at most, and the raw transport is start_tls's to pause then.
             if self.held_data is None:
                 self.held_data = []
             self.held_data.append(data)
             self.held_size += len(data)
-            if self.held_size >= EARLY_DATA_LIMIT:
+            if self.held_size >= EARLY_DATA_LIMIT and not self.tls_pending:
                 self.transport.pause_reading()
             return
         try:

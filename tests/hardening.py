@@ -29,9 +29,11 @@ class Bystander:
     ``path`` while the test's attack runs (``async with bystander(port) as b``)."""
 
     def __init__(self, port: int, path: str = "/echo", *, every: float = 0.01,
-                 max_rtt: float = 1.0) -> None:
+                 max_rtt: float = 1.0, **connect: Any) -> None:
         self.port = port
         self.path = path
+        #: More for ``ws_connect``: ``scheme="wss", ssl=context`` for a TLS listener.
+        self.connect = connect
         self.every = every
         self.max_rtt = max_rtt
         self.rtts: list[float] = []
@@ -55,7 +57,7 @@ class Bystander:
             await asyncio.sleep(self.every)
 
     async def __aenter__(self) -> Bystander:
-        self._ws = await ws_connect(self.port, self.path)
+        self._ws = await ws_connect(self.port, self.path, **self.connect)
         await self._echo("bystander 0")           # it works before the attack starts
         self._task = asyncio.ensure_future(self._run())
         return self
