@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import ssl
 import weakref
@@ -135,7 +136,7 @@ class ClientWebSocket(EngineProtocol):
     """One client connection (``ws``): the engine in the client role on a transport."""
 
     __slots__ = (
-        "url", "loop", "response_headers", "subprotocol", "extensions",
+        "url", "loop", "_response", "_response_headers", "subprotocol", "extensions",
         "max_queue", "close_timeout", "_handlers", "_queue", "_waiter", "_closed",
         "_close_timer", "_initiated_close", "_failed", "_close_code", "_close_reason", "_drain_waiter",
     )
@@ -144,6 +145,7 @@ class ClientWebSocket(EngineProtocol):
         self,
         url: str,
         handlers: RouteHandlers,
+        loop: asyncio.AbstractEventLoop,
         *,
         max_payload_length: int,
         backpressure_limit: int,
@@ -154,8 +156,9 @@ class ClientWebSocket(EngineProtocol):
                          backpressure_limit=backpressure_limit, inbound_limit=INBOUND_LIMIT)
         self.url = url
         self.transport = None
-        self.loop = asyncio.get_running_loop()
-        self.response_headers = Headers()
+        self.loop = loop
+        self._response: HandshakeResult | None = None
+        self._response_headers: Headers | None = None
         self.subprotocol: str | None = None
         self.extensions: str | None = None
         self.max_queue = max_queue
@@ -163,7 +166,8 @@ class ClientWebSocket(EngineProtocol):
         self._handlers = handlers
         self._queue: collections.deque[_Message] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[tuple[int, str]] = self.loop.create_future()
+        # Made when someone waits for the close (most connections end unobserved).
+        self._closed: asyncio.Future[tuple[int, str]] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._initiated_close = False
         self._failed = False
@@ -177,6 +181,16 @@ class ClientWebSocket(EngineProtocol):
             self.bind_message_handler(_queue_message, 2, False)
 
     # ------------------------------------------------------------------ user API
+
+    @property
+    def response_headers(self) -> Headers:
+        """The header fields of the server's 101 response (case-insensitive)."""
+        headers = self._response_headers
+        if headers is None:
+            response = self._response
+            headers = Headers() if response is None else response.headers
+            self._response_headers = headers
+        return headers
 
     @property
     def close_code(self) -> int | None:
@@ -199,9 +213,8 @@ class ClientWebSocket(EngineProtocol):
             if self._handlers.message is not None:
                 raise ConfigurationError("recv() has no messages to give: this connection "
                                          "delivers them to its 'message' handler")
-            if self._closed.done():
-                code, reason = self._closed.result()
-                raise ConnectionClosed(code, reason)
+            if self._close_code:
+                raise ConnectionClosed(self._close_code, self._close_reason)
             waiter = self._waiter
             if waiter is None:
                 waiter = self._waiter = self.loop.create_future()
@@ -225,7 +238,7 @@ class ClientWebSocket(EngineProtocol):
     async def drain(self) -> None:
         """Wait until output is back under a quarter of ``backpressure_limit`` after a
         ``send`` returned -1 (returns at once otherwise, and once closed)."""
-        if self.buffered_amount <= self.backpressure_limit or self._closed.done():
+        if self.buffered_amount <= self.backpressure_limit or self._close_code:
             return
         if self._drain_waiter is None:
             self._drain_waiter = self.loop.create_future()
@@ -239,7 +252,12 @@ class ClientWebSocket(EngineProtocol):
         1009...); 1006 when the connection ended without the closing handshake
         (``close_timeout`` bounds the wait for the server's reply).
         """
-        return await asyncio.shield(self._closed)
+        if self._close_code:
+            return self._close_code, self._close_reason
+        closed = self._closed
+        if closed is None:
+            closed = self._closed = self.loop.create_future()
+        return await asyncio.shield(closed)
 
     def __repr__(self) -> str:
         state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.ready_state]
@@ -307,7 +325,8 @@ class ClientWebSocket(EngineProtocol):
         else:
             code, reason = 1006, ""
         self._close_code, self._close_reason = code, reason
-        self._closed.set_result((code, reason))
+        if self._closed is not None:
+            self._closed.set_result((code, reason))
         for waiter in (self._waiter, self._drain_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -322,7 +341,7 @@ class ClientWebSocket(EngineProtocol):
                cork: LoopContext) -> None:
         """The 101 arrived: take over the transport and deliver the first frames."""
         self.transport = transport
-        self.response_headers = result.headers
+        self._response = result
         self.subprotocol = result.subprotocol
         self.extensions = result.extensions
         if result.deflate is not None:
@@ -371,13 +390,15 @@ class ClientWebSocket(EngineProtocol):
 class _HandshakeProtocol(asyncio.Protocol):
     """Sends the upgrade request and reads the answer; hands over to the engine on a 101."""
 
-    def __init__(self, handshake: ClientHandshake, ws: Callable[[], ClientWebSocket],
+    __slots__ = ("handshake", "connect", "done", "loop", "transport")
+
+    def __init__(self, handshake: ClientHandshake, connect: Connect,
                  done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]],
-                 busy_poll: float) -> None:
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.handshake = handshake
-        self.busy_poll = busy_poll
-        self.make_ws = ws
+        self.connect = connect
         self.done = done
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -413,9 +434,19 @@ class _HandshakeProtocol(asyncio.Protocol):
             self.done.set_result((result, None))
             transport.close()
             return
-        ws = self.make_ws()
-        ws._start(transport, result, _cork_for(ws.loop, self.busy_poll))
+        # Only now, the upgrade done, does the connection object exist.
+        options = self.connect.options
+        ws = ClientWebSocket(
+            self.handshake.target.url, self.connect.handlers, self.loop,
+            max_payload_length=options["max_payload_length"],
+            backpressure_limit=options["backpressure_limit"], max_queue=options["max_queue"],
+            close_timeout=options["close_timeout"])
+        ws._start(transport, result, _cork_for(self.loop, options["busy_poll"]))
         self.done.set_result((result, ws))
+
+
+#: The handlers of a connection given none (messages go to ``recv()``).
+_NO_HANDLERS = bind_handlers({})
 
 
 class _Redirect(Exception):
@@ -431,7 +462,7 @@ class Connect:
     def __init__(self, url: str, handlers: ClientHandlers | object | None,
                  options: dict[str, Any], handshake: ClientHandshake | None = None) -> None:
         self.url = url
-        self.handlers = bind_handlers(handlers if handlers is not None else {})
+        self.handlers = _NO_HANDLERS if handlers is None else bind_handlers(handlers)
         self.options = options
         self.ws: ClientWebSocket | None = None
         self._handshake = handshake      # the first attempt's, already checked
@@ -490,15 +521,7 @@ class Connect:
             raise ConfigurationError(f"tls is given but {url!r} is not a wss:// URL")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]] = loop.create_future()
-
-        def make_ws() -> ClientWebSocket:
-            return ClientWebSocket(
-                target.url, self.handlers, max_payload_length=options["max_payload_length"],
-                backpressure_limit=options["backpressure_limit"],
-                max_queue=options["max_queue"], close_timeout=options["close_timeout"])
-
-        def protocol() -> _HandshakeProtocol:
-            return _HandshakeProtocol(handshake, make_ws, done, options["busy_poll"])
+        protocol = functools.partial(_HandshakeProtocol, handshake, self, done, loop)
 
         server_hostname = target.host if context is not None else None
         if options["unix"] is not None:

@@ -13,6 +13,7 @@ Nothing here touches a socket: ``harpia.client`` feeds it what the transport rea
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +57,12 @@ def parse_url(url: str) -> Target:
     """Split a WebSocket URL; ``ValueError`` names what is wrong with it."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
+    return _parse_url(url)
+
+
+# A client connects to the same few URLs over and over: split each once.
+@functools.lru_cache(maxsize=256)
+def _parse_url(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("ws", "wss"):
@@ -122,7 +129,8 @@ class HandshakeResult:
     """What one response was: an accepted upgrade, a redirect, or a refusal (raised)."""
 
     status: int
-    headers: Headers
+    #: The response head as received (status line and header lines, without the blank line).
+    head: bytes
     subprotocol: str | None
     extensions: str | None
     deflate: DeflateResponse | None
@@ -131,10 +139,62 @@ class HandshakeResult:
     #: Bytes after the 101's head: the first frames, already sent by the server.
     trailing: bytes
 
+    @property
+    def headers(self) -> Headers:
+        """The response's header fields (parsed from ``head`` on each call)."""
+        return _parse_head(self.head)[1]
+
 
 #: What the client offers for permessage-deflate: the server may reset or shrink both
 #: windows; offering ``client_max_window_bits`` lets it ask us for a smaller one.
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """What a client asks for, checked, and its request bytes around the (fresh) key."""
+
+    subprotocols: list[str]
+    extra_headers: list[tuple[str, str]]
+    per_message_deflate: bool
+    before_key: bytes
+    after_key: bytes
+
+
+def _offer(target: Target, subprotocols: tuple[str, ...], headers: tuple[tuple[str, str], ...],
+           per_message_deflate: bool) -> _Offer:
+    for name in subprotocols:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid subprotocol name {name!r}")
+    for pair in headers:
+        name, value = pair
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValueError(f"header names and values must be str, not {pair!r:.80}")
+    return _checked_offer(target, subprotocols, headers, per_message_deflate)
+
+
+# Connections to one URL with the same options share one offer: the checks and the request
+# text are done once, each connection only adds its key.
+@functools.lru_cache(maxsize=256)
+def _checked_offer(target: Target, subprotocols: tuple[str, ...],
+                   headers: tuple[tuple[str, str], ...], per_message_deflate: bool) -> _Offer:
+    for name, value in headers:
+        _check_header(name, value)
+    given = {name.lower() for name, _ in headers}
+    lines = [f"GET {target.resource} HTTP/1.1"]
+    if "host" not in given:
+        lines.append(f"Host: {target.host_header}")
+    lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: "]
+    before_key = "\r\n".join(lines)
+    after = ["", "Sec-WebSocket-Version: 13"]
+    if subprotocols:
+        after.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    if per_message_deflate:
+        after.append(f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}")
+    after += [f"{name}: {value}" for name, value in headers]
+    after_key = "\r\n".join(after) + "\r\n\r\n"
+    return _Offer(list(subprotocols), list(headers), per_message_deflate,
+                  before_key.encode("latin-1"), after_key.encode("latin-1"))
 
 
 class ClientHandshake:
@@ -149,34 +209,21 @@ class ClientHandshake:
         per_message_deflate: bool = False,
         key: str | None = None,
     ) -> None:
+        pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+        offer = _offer(target, tuple(subprotocols or ()), pairs, bool(per_message_deflate))
         self.target = target
-        self.subprotocols = list(subprotocols or ())
-        for name in self.subprotocols:
-            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-                raise ValueError(f"invalid subprotocol name {name!r}")
-        pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
-        for name, value in pairs:
-            _check_header(name, value)
-        self.extra_headers = pairs
-        self.per_message_deflate = per_message_deflate
+        self.subprotocols = offer.subprotocols
+        self.extra_headers = offer.extra_headers
+        self.per_message_deflate = offer.per_message_deflate
+        self._offer = offer
         self.key = key or base64.b64encode(os.urandom(16)).decode("ascii")
         self._buffer = bytearray()
-        self._head: tuple[int, Headers, int] | None = None    # status, headers, body start
+        self._head: tuple[int, bytes, int] | None = None    # status, head, body start
 
     def request(self) -> bytes:
         """The upgrade request's bytes."""
-        given = {name.lower() for name, _ in self.extra_headers}
-        lines = [f"GET {self.target.resource} HTTP/1.1"]
-        if "host" not in given:
-            lines.append(f"Host: {self.target.host_header}")
-        lines += ["Upgrade: websocket", "Connection: Upgrade",
-                  f"Sec-WebSocket-Key: {self.key}", "Sec-WebSocket-Version: 13"]
-        if self.subprotocols:
-            lines.append(f"Sec-WebSocket-Protocol: {', '.join(self.subprotocols)}")
-        if self.per_message_deflate:
-            lines.append(f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}")
-        lines += [f"{name}: {value}" for name, value in self.extra_headers]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        offer = self._offer
+        return offer.before_key + self.key.encode("ascii") + offer.after_key
 
     # ------------------------------------------------------------------ input
 
@@ -199,17 +246,22 @@ class ClientHandshake:
                 return None
             if end > MAX_HEAD_SIZE:
                 raise HandshakeError(0, f"response head over {MAX_HEAD_SIZE} bytes")
-            status, headers = _parse_head(bytes(self._buffer[:end]))
-            self._head = (status, headers, end + 4)
-        status, headers, start = self._head
+            head = bytes(self._buffer[:end])
+            self._head = (_status(head), head, end + 4)
+        status, head, start = self._head
         if status == 101:
-            return self._accepted(headers, bytes(self._buffer[start:]))
+            fields = _websocket_fields(head)
+            if fields is None:     # not the usual shape: the full parser has the last word
+                headers = _parse_head(head)[1]
+                fields = {name: headers.get_all(name) for name in _WEBSOCKET_FIELDS}
+            return self._accepted(fields, head, bytes(self._buffer[start:]))
+        headers = _parse_head(head)[1]
         body = self._body(headers, start, eof)
         if body is None:
             return None
         location = headers.get("location")
         if status in REDIRECT_STATUSES and location:
-            return HandshakeResult(status, headers, None, None, None,
+            return HandshakeResult(status, head, None, None, None,
                                    urljoin(self.target.url, location.strip()), b"")
         text = body.decode("utf-8", "replace").strip()
         raise HandshakeError(status, text or "the server refused the WebSocket upgrade",
@@ -228,17 +280,23 @@ class ClientHandshake:
             return bytes(self._buffer[start:start + MAX_BODY_SIZE])
         return None
 
-    def _accepted(self, headers: Headers, trailing: bytes) -> HandshakeResult:
-        upgrade = _split_tokens(headers.get_all("upgrade"))
+    def _accepted(self, fields: dict[str, list[str]], head: bytes,
+                  trailing: bytes) -> HandshakeResult:
+        upgrade = fields.get("upgrade", [])
+        if not (len(upgrade) == 1 and upgrade[0].lower() == "websocket"):
+            upgrade = _split_tokens(upgrade)
         if [u.lower() for u in upgrade] != ["websocket"]:
             raise HandshakeError(101, f"101 without 'Upgrade: websocket' (got {upgrade!r:.80})")
-        if "upgrade" not in (c.lower() for c in _split_tokens(headers.get_all("connection"))):
+        connection = fields.get("connection", [])
+        if not (len(connection) == 1 and connection[0].lower() == "upgrade") and \
+                "upgrade" not in (c.lower() for c in _split_tokens(connection)):
             raise HandshakeError(101, "101 without 'Connection: upgrade'")
-        accepts = headers.get_all("sec-websocket-accept")
+        accepts = fields.get("sec-websocket-accept", [])
         if len(accepts) != 1 or accepts[0].strip() != accept_key(self.key):
             raise HandshakeError(101, "wrong or missing Sec-WebSocket-Accept")
 
-        protocols = _split_tokens(headers.get_all("sec-websocket-protocol"))
+        protocols = fields.get("sec-websocket-protocol")
+        protocols = _split_tokens(protocols) if protocols else []
         subprotocol = None
         if protocols:
             if len(protocols) > 1:
@@ -248,12 +306,12 @@ class ClientHandshake:
                 raise HandshakeError(101, f"server chose subprotocol {subprotocol!r:.60}, "
                                           "which was not offered")
 
-        values = headers.get_all("sec-websocket-extensions")
+        values = fields.get("sec-websocket-extensions", [])
         extensions = ", ".join(values) if values else None
         deflate = None
         if extensions is not None:
             deflate = self._check_extensions(values)
-        return HandshakeResult(101, headers, subprotocol, extensions, deflate, None, trailing)
+        return HandshakeResult(101, head, subprotocol, extensions, deflate, None, trailing)
 
     def _check_extensions(self, values: list[str]) -> DeflateResponse | None:
         elements = [e for value in values for e in value.split(",") if e.strip(" \t")]
@@ -296,11 +354,44 @@ class ClientHandshake:
         return DeflateResponse(server_nct, client_nct, server_bits, client_bits)
 
 
+#: The header fields a 101 is checked by.
+_WEBSOCKET_FIELDS = ("upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol",
+                     "sec-websocket-extensions")
+_WEBSOCKET_NAMES = frozenset(name.encode() for name in _WEBSOCKET_FIELDS)
+_TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())
+
+
+def _status(head: bytes) -> int:
+    line_end = head.find(b"\r\n")
+    first = head if line_end < 0 else head[:line_end]
+    match = _STATUS_LINE.fullmatch(first)
+    if match is None:
+        raise HandshakeError(0, f"not an HTTP/1.1 response: {first[:80]!r}")
+    return int(match.group(1))
+
+
+def _websocket_fields(head: bytes) -> dict[str, list[str]] | None:
+    """The fields a 101 is checked by (lower-case name -> values), without building the
+    whole :class:`Headers`; None when a line is not ``name:value`` (``_parse_head`` then
+    names the fault)."""
+    lines = head.split(b"\r\n")
+    if len(lines) - 1 > MAX_HEADERS:
+        return None
+    fields: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or _TOKEN_BYTES.fullmatch(name) is None:
+            return None
+        name = name.lower()
+        if name in _WEBSOCKET_NAMES:
+            fields.setdefault(name.decode("ascii"), []).append(
+                value.strip(b" \t").decode("latin-1"))
+    return fields
+
+
 def _parse_head(head: bytes) -> tuple[int, Headers]:
     lines = head.split(b"\r\n")
-    match = _STATUS_LINE.fullmatch(lines[0])
-    if match is None:
-        raise HandshakeError(0, f"not an HTTP/1.1 response: {lines[0][:80]!r}")
+    status = _status(head)
     if len(lines) - 1 > MAX_HEADERS:
         raise HandshakeError(0, f"more than {MAX_HEADERS} header lines in the response")
     items: list[tuple[str, str]] = []
@@ -310,4 +401,4 @@ def _parse_head(head: bytes) -> tuple[int, Headers]:
         if not colon or not _TOKEN.fullmatch(text):
             raise HandshakeError(0, f"malformed header line in the response: {line[:80]!r}")
         items.append((text, value.strip(b" \t").decode("latin-1")))
-    return int(match.group(1)), Headers(items)
+    return status, Headers(items)

@@ -161,3 +161,40 @@ def test_random_splits() -> None:
             assert result is None
             result = hs.feed(data[a:b])
         assert result is not None and result.subprotocol == "p" and result.trailing == b""
+
+
+def test_a_url_is_split_once_and_offers_are_shared() -> None:
+    """Connections to one URL reuse its parsed target and request text; each has its own key."""
+    assert parse_url("ws://h:1/a?b") is parse_url("ws://h:1/a?b")
+    one = ClientHandshake(parse_url("ws://h/"), subprotocols=["p"], headers={"X-A": "1"})
+    two = ClientHandshake(parse_url("ws://h/"), subprotocols=["p"], headers=[("X-A", "1")])
+    assert one.key != two.key
+    assert one.request().replace(one.key.encode(), b"KEY") == \
+        two.request().replace(two.key.encode(), b"KEY")
+    assert f"Sec-WebSocket-Key: {one.key}\r\n".encode() in one.request()
+
+
+def test_header_values_must_be_str() -> None:
+    with pytest.raises(ValueError, match="must be str"):
+        ClientHandshake(parse_url("ws://h/"), headers={"X-A": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("upgrade, connection", [
+    ("websocket", "Upgrade"), ("WebSocket", "keep-alive, upgrade"), ("  websocket  ", "UPGRADE"),
+])
+def test_101_field_forms_are_accepted(upgrade: str, connection: str) -> None:
+    hs = ClientHandshake(parse_url("ws://h/"))
+    data = (f"HTTP/1.1 101 Switching Protocols\r\nServer: x\r\nupgrade:{upgrade}\r\n"
+            f"CONNECTION: {connection}\r\nsec-websocket-accept: {accept_key(hs.key)}\r\n"
+            "X-Empty:\r\n\r\n").encode()
+    result = hs.feed(data)
+    assert result is not None and result.status == 101
+    # Every field is still there for whoever asks (parsed on demand).
+    assert result.headers["server"] == "x" and result.headers["x-empty"] == ""
+    assert result.headers.get_all("connection") == [connection.strip()]
+
+
+def test_101_with_two_upgrade_values_is_refused() -> None:
+    hs = ClientHandshake(parse_url("ws://h/"))
+    with pytest.raises(HandshakeError, match="Upgrade"):
+        hs.feed(_response(hs.key, "Upgrade: h2c"))
