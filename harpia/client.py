@@ -166,8 +166,9 @@ class ClientWebSocket(EngineProtocol):
         self._handlers = handlers
         self._queue: collections.deque[_Message] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
-        # Made when someone waits for the close (most connections end unobserved).
-        self._closed: asyncio.Future[tuple[int, str]] | None = None
+        # One future per wait_closed() caller, made when someone waits (most connections end
+        # unobserved); each caller's own, so cancelling one wait leaves the others waiting.
+        self._closed: list[asyncio.Future[tuple[int, str]]] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._initiated_close = False
         self._failed = False
@@ -254,10 +255,14 @@ class ClientWebSocket(EngineProtocol):
         """
         if self._close_code:
             return self._close_code, self._close_reason
-        closed = self._closed
-        if closed is None:
-            closed = self._closed = self.loop.create_future()
-        return await asyncio.shield(closed)
+        closed: asyncio.Future[tuple[int, str]] = self.loop.create_future()
+        waiters = self._closed
+        if waiters is None:
+            self._closed = [closed]
+        else:
+            waiters[:] = [w for w in waiters if not w.done()]    # waits since cancelled
+            waiters.append(closed)
+        return await closed
 
     def __repr__(self) -> str:
         state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.ready_state]
@@ -325,8 +330,10 @@ class ClientWebSocket(EngineProtocol):
         else:
             code, reason = 1006, ""
         self._close_code, self._close_reason = code, reason
-        if self._closed is not None:
-            self._closed.set_result((code, reason))
+        waiters, self._closed = self._closed, None
+        for closed in waiters or ():
+            if not closed.done():
+                closed.set_result((code, reason))
         for waiter in (self._waiter, self._drain_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -592,7 +599,8 @@ def connect(
                                  f"{type(per_message_deflate).__name__}")
     if isinstance(subprotocols, str):
         raise ConfigurationError("subprotocols must be a list of names, not one str")
-    header_list = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+    header_list = [] if headers is None else list(
+        headers.items() if isinstance(headers, Mapping) else headers)
     options: dict[str, Any] = {
         "subprotocols": list(subprotocols or ()),
         "headers": header_list,

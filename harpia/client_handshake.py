@@ -52,6 +52,11 @@ class Target:
     resource: str        # path and query, as sent in the request line
     host_header: str     # as sent in ``Host``: brackets around IPv6, port unless default
 
+    def __hash__(self) -> int:
+        # The URL decides the rest, and Python keeps a str's hash: a cached offer is found
+        # without hashing six fields on every connect.
+        return hash(self.url)
+
 
 def parse_url(url: str) -> Target:
     """Split a WebSocket URL; ``ValueError`` names what is wrong with it."""
@@ -209,7 +214,8 @@ class ClientHandshake:
         per_message_deflate: bool = False,
         key: str | None = None,
     ) -> None:
-        pairs = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+        pairs = () if headers is None else tuple(
+            headers.items() if isinstance(headers, Mapping) else headers)
         offer = _offer(target, tuple(subprotocols or ()), pairs, bool(per_message_deflate))
         self.target = target
         self.subprotocols = offer.subprotocols

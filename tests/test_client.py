@@ -68,6 +68,24 @@ async def test_await_form_and_explicit_close() -> None:
         assert info.value.code == 4000
 
 
+async def test_a_cancelled_wait_closed_leaves_the_other_waiters() -> None:
+    async with serving(echo_app()) as base:
+        ws = await harpia.connect(f"{base}/echo")
+        first = asyncio.ensure_future(ws.wait_closed())
+        second = asyncio.ensure_future(ws.wait_closed())
+        cancelled = asyncio.ensure_future(ws.wait_closed())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        for _ in range(3):      # cancelled waits and timed-out waits do not pile up
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), 0.01)
+        assert not first.done() and not second.done()
+        ws.close(4002, "enough")
+        assert await asyncio.wait_for(first, 10) == (4002, "enough")
+        assert await second == (4002, "enough") and cancelled.cancelled()
+        assert await ws.wait_closed() == (4002, "enough")    # and after the end, at once
+
+
 async def test_server_closes_first() -> None:
     async with serving(echo_app()) as base:
         ws = await harpia.connect(f"{base}/hello-bye")
