@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -138,6 +139,13 @@ def measure(name: str, kind: str, deflate: object, conns: int) -> float:
         proc.wait(10)
 
 
+def raise_nofile(need: int) -> None:
+    """Open files for ``need`` sockets, in this process and the servers it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--serve":
         serve(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))
@@ -145,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conns", type=int, default=2000)
     args = parser.parse_args()
+    raise_nofile(2 * args.conns + 256)        # the clients' sockets and the server's
     print(f"{args.conns} connections, each sent one compressed 4 KiB message and got its echo.\n")
     print("| server | KiB per connection |")
     print("|---|---:|")

@@ -74,6 +74,8 @@ cdef enum:
     INFLATE_BAD_DATA = 2           # not valid deflate data
     INFLATE_BAD_UTF8 = 3           # a text message that is not UTF-8
     INFLATE_TRAILING = 4           # bytes after the final deflate block
+    INFLATE_PAUSED = 5             # the caller's budget is spent: call again with the rest
+    INFLATE_RATIO = 6              # it inflates past max_compression_ratio x its compressed size
 
 
 cdef class PerMessageDeflate:
@@ -93,12 +95,20 @@ cdef class PerMessageDeflate:
     cdef Inflater inflater
     cdef bint inflater_borrowed
     cdef public uint64_t wire_in
+    # Compressed bytes of the message inflated so far (what the ratio is measured against).
+    cdef uint64_t compressed_in
+    # Limits on what the peer's compressed messages inflate to (-1, 0: none of its own).
+    cdef readonly Py_ssize_t max_inflated_length
+    cdef readonly uint32_t max_compression_ratio
 
+    cdef Py_ssize_t inflated_limit(self, Py_ssize_t max_payload_length) noexcept
+    cdef str failure_reason(self, int status, Py_ssize_t max_payload_length)
     cdef int inflate_into(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
                           const uint8_t *key, size_t phase, Py_ssize_t max_length,
-                          uint32_t *utf8_state) except -1
+                          uint32_t *utf8_state, Py_ssize_t *budget, Py_ssize_t *used) except -1
     cdef int _inflate_plain(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
-                            Py_ssize_t max_length, uint32_t *utf8_state) except -1
+                            Py_ssize_t max_length, uint32_t *utf8_state, Py_ssize_t *budget,
+                            Py_ssize_t *used) except -1
     cdef Deflater get_deflater(self)
     cdef Inflater begin_message(self)
     cdef int end_message(self) except -1

@@ -82,6 +82,12 @@ class PerMessageDeflate:
     wire_in: int
     """Compressed bytes of the message being received."""
     @property
+    def max_inflated_length(self) -> int:
+        """Largest inflated message, when lower than the engine's limit (-1: none)."""
+    @property
+    def max_compression_ratio(self) -> int:
+        """Past 1 MiB inflated: at most this many times the compressed bytes (0: no cap)."""
+    @property
     def has_inflater(self) -> bool:
         """True while this connection holds a decompressor."""
     @property
@@ -98,5 +104,7 @@ class PerMessageDeflate:
         compression_level: int = 6,
         memory_level: int = 8,
         compress_threshold: int = 0,
+        max_inflated_length: int = -1,
+        max_compression_ratio: int = 0,
     ) -> None:
         """ValueError for a value out of range."""

@@ -20,7 +20,7 @@ Output of ``Deflater.compress`` goes to one module-level buffer, reused by every
 (the engine copies it into a frame right away); past ``KEEP_OUTPUT`` it is freed after use.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport uint8_t, uint32_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -53,6 +53,12 @@ cdef enum:
     # Free inflaters kept for peers that reset their context; each holds ~7 KiB of zlib
     # state plus a 32 KiB window once used, so the pool costs at most ~320 KiB per process.
     POOL_SIZE = 8
+    # A message is inflated at most this much per zlib call, so the ratio and the caller's
+    # budget are checked every 256 KiB of output (~0.2 ms), not once per frame.
+    INFLATE_STEP = 262144
+    # max_compression_ratio applies past this many inflated bytes: a small message may be
+    # as repetitive as it likes (1 MiB of zeros deflates ~1000:1), a large one may not.
+    RATIO_FLOOR = 1048576
 
 
 def zlib_version():
@@ -281,7 +287,8 @@ cdef class PerMessageDeflate:
     def __init__(self, *, bint client=False, bint local_no_context_takeover=True,
                  bint remote_no_context_takeover=True, int local_max_window_bits=15,
                  int remote_max_window_bits=15, int compression_level=6, int memory_level=8,
-                 Py_ssize_t compress_threshold=0):
+                 Py_ssize_t compress_threshold=0, Py_ssize_t max_inflated_length=-1,
+                 uint32_t max_compression_ratio=0):
         if not 8 <= local_max_window_bits <= 15 or not 8 <= remote_max_window_bits <= 15:
             raise ValueError("window bits must be 8-15")
         if not 0 <= compression_level <= 9:
@@ -298,6 +305,8 @@ cdef class PerMessageDeflate:
         self.compression_level = compression_level
         self.memory_level = memory_level
         self.compress_threshold = compress_threshold
+        self.max_inflated_length = max_inflated_length
+        self.max_compression_ratio = max_compression_ratio
         self.can_compress = local_max_window_bits >= 9
 
     def __cinit__(self):
@@ -309,38 +318,69 @@ cdef class PerMessageDeflate:
         active_count -= 1
         self.release()
 
+    cdef Py_ssize_t inflated_limit(self, Py_ssize_t max_payload_length) noexcept:
+        """The largest inflated message: ``max_inflated_length`` when set and lower."""
+        if 0 <= self.max_inflated_length < max_payload_length:
+            return self.max_inflated_length
+        return max_payload_length
+
+    cdef str failure_reason(self, int status, Py_ssize_t max_payload_length):
+        """The close reason for what ``inflate_into`` said (1009 for the first two)."""
+        if status == INFLATE_TOO_BIG:
+            return f"message over the {self.inflated_limit(max_payload_length)}-byte limit"
+        if status == INFLATE_RATIO:
+            return (f"compression ratio over {self.max_compression_ratio}:1 "
+                    f"(past {RATIO_FLOOR} bytes)")
+        return ("invalid UTF-8 in a text message" if status == INFLATE_BAD_UTF8 else
+                "data after the final deflate block" if status == INFLATE_TRAILING else
+                "invalid compressed data")
+
     cdef int inflate_into(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
                           const uint8_t *key, size_t phase, Py_ssize_t max_length,
-                          uint32_t *utf8_state) except -1:
+                          uint32_t *utf8_state, Py_ssize_t *budget, Py_ssize_t *used) except -1:
         """Inflate ``src[:n]`` (part of the message begun with ``begin_message``; masked
         with ``key`` from ``phase`` unless ``key`` is NULL) onto the end of ``msg``,
-        validating it as UTF-8 with ``utf8_state`` unless that is NULL.
+        validating it as UTF-8 with ``utf8_state`` unless that is NULL.  ``max_length``:
+        the engine's message limit (``max_inflated_length`` applies if lower).
+
+        At most ``budget[0]`` bytes are produced (it is decreased by what was): once it is
+        spent, INFLATE_PAUSED, and ``used[0]`` says how many of the ``n`` bytes were taken;
+        the caller passes the rest again later.  That is how one connection's bombs wait
+        for the next loop turn instead of holding the loop for a whole message.
 
         Masked bytes are unmasked into a small stack buffer, slice by slice, and each slice
         inflated: the compressed bytes are never buffered whole."""
         cdef uint8_t buf[16384]
-        cdef Py_ssize_t off = 0, take
+        cdef Py_ssize_t off = 0, take, done = 0
         cdef int status = INFLATE_OK
+        max_length = self.inflated_limit(max_length)
         if key == NULL:
-            return self._inflate_plain(msg, src, n, max_length, utf8_state)
+            status = self._inflate_plain(msg, src, n, max_length, utf8_state, budget, used)
+            return status
         while off < n and status == INFLATE_OK:
             take = n - off if n - off < 16384 else 16384
             harpia_mask(buf, src + off, take, key, (phase + <size_t>off) & 3)
-            status = self._inflate_plain(msg, buf, take, max_length, utf8_state)
-            off += take
+            status = self._inflate_plain(msg, buf, take, max_length, utf8_state, budget, &done)
+            off += done
+        used[0] = off
         return status
 
     cdef int _inflate_plain(self, ByteBuffer *msg, const uint8_t *src, Py_ssize_t n,
-                            Py_ssize_t max_length, uint32_t *utf8_state) except -1:
-        """``inflate_into`` for unmasked bytes.  ``msg`` grows with the output up to ``max_length`` + 1 bytes: one byte more is
-        INFLATE_TOO_BIG at once, so a small frame that would inflate to gigabytes costs no
-        more than the limit."""
+                            Py_ssize_t max_length, uint32_t *utf8_state, Py_ssize_t *budget,
+                            Py_ssize_t *used) except -1:
+        """``inflate_into`` for unmasked bytes.  ``msg`` grows with the output up to
+        ``max_length`` + 1 bytes: one byte more is INFLATE_TOO_BIG at once, so a small frame
+        that would inflate to gigabytes costs no more than the limit."""
         cdef Inflater inflater = self.inflater
-        cdef Py_ssize_t limit = max_length + 1
+        cdef Py_ssize_t limit = max_length + 1, given = n
         cdef Py_ssize_t room, cap, consumed, produced
+        cdef uint64_t ratio = self.max_compression_ratio
         cdef uint8_t *dst
         cdef int rc
+        used[0] = 0
         while True:
+            if budget[0] <= 0:
+                return INFLATE_PAUSED
             if msg.len == msg.cap:
                 if msg.cap >= limit:
                     return INFLATE_TOO_BIG
@@ -351,18 +391,28 @@ cdef class PerMessageDeflate:
                     cap = limit
                 buffer_resize(msg, cap)
             room = msg.cap - msg.len
+            if room > INFLATE_STEP:
+                room = INFLATE_STEP
+            if room > budget[0]:
+                room = budget[0]
             dst = <uint8_t *>msg.data + msg.len
             rc = inflater.inflate_some(src, n, dst, room, &consumed, &produced)
             if rc < 0:
                 return INFLATE_BAD_DATA
+            src += consumed
+            n -= consumed
+            used[0] = given - n
+            self.compressed_in += <uint64_t>consumed
             if produced:
                 msg.len += produced
+                budget[0] -= produced
                 if msg.len > max_length:
                     return INFLATE_TOO_BIG
                 if utf8_state != NULL and harpia_utf8_feed(utf8_state, dst, produced) < 0:
                     return INFLATE_BAD_UTF8
-            src += consumed
-            n -= consumed
+                if ratio and msg.len > RATIO_FLOOR and \
+                        <uint64_t>msg.len > ratio * self.compressed_in:
+                    return INFLATE_RATIO
             if rc == 1:
                 return INFLATE_TRAILING if n else INFLATE_OK
             if n == 0 and produced < room:
@@ -382,6 +432,7 @@ cdef class PerMessageDeflate:
 
     cdef Inflater begin_message(self):
         self.wire_in = 0
+        self.compressed_in = 0
         if self.inflater is None:
             if self.remote_no_context_takeover:
                 self.inflater = _inflater_pool.pop() if _inflater_pool else Inflater(15)

@@ -92,12 +92,12 @@ cdef class FrameEngine(FrameSender):
     @cython.final
     cdef int _header_complete(self) except -1
     @cython.final
-    cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1
+    cdef Py_ssize_t _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1
     @cython.final
     cdef int _frame_complete(self) except -1
     @cython.final
-    cdef int _inflate(self, const uint8_t *src, Py_ssize_t n, const uint8_t *key,
-                      size_t phase) except -1
+    cdef Py_ssize_t _inflate(self, const uint8_t *src, Py_ssize_t n, const uint8_t *key,
+                             size_t phase, bint tail) except -1
     cdef int _output_drained(self) except -1
     @cython.final
     cdef int _control_frame(self) except -1

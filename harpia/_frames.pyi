@@ -130,8 +130,15 @@ class FrameEngine(FrameSender):
         compression_level: int = 6,
         memory_level: int = 8,
         compress_threshold: int = 0,
+        max_inflated_length: int = -1,
+        max_compression_ratio: int = 0,
     ) -> None:
-        """Turn on permessage-deflate (RFC 7692) with the negotiated parameters (``local_*``: what we send)."""
+        """Turn on permessage-deflate (RFC 7692) with the negotiated parameters (``local_*``: what we send).
+
+        ``max_inflated_length``: largest inflated message, if lower than
+        ``max_payload_length`` (-1: none of its own); ``max_compression_ratio``: past 1 MiB
+        inflated, a message may inflate to at most that many times its compressed bytes
+        (0: no cap).  Both close with 1009."""
     def detach(self) -> None:
         """The transport is gone: drop queued output and input, write nothing more (CLOSED)."""
 

@@ -20,13 +20,14 @@ cimport cython
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from harpia._buffer cimport buffer_free, buffer_reserve, buffer_resize, buffer_take_bytes
-from harpia._deflate cimport (INFLATE_BAD_UTF8, INFLATE_OK, INFLATE_TOO_BIG, INFLATE_TRAILING,
+from harpia._deflate cimport (INFLATE_OK, INFLATE_PAUSED, INFLATE_RATIO, INFLATE_TOO_BIG,
                               PerMessageDeflate)
 from harpia._loop cimport monotonic_ns
 from harpia._sender cimport PAUSE_INBOUND, PAUSE_YIELD, FrameSender
@@ -36,7 +37,6 @@ from harpia._wire cimport (FIN, MAX_CONTROL_PAYLOAD, RSV1, CloseCode, Opcode, Re
 # The single-frame tools, also reachable from here as they always were.
 from harpia._frame_tools import apply_mask, serialize_frame, unmask_inplace, utf8_valid
 from harpia._wire import is_valid_close_code
-
 
 cdef extern from "_mask.h" nogil:
     void harpia_mask(unsigned char *dst, const unsigned char *src, size_t n,
@@ -50,7 +50,6 @@ cdef extern from "Python.h":
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     char *PyByteArray_AS_STRING(object o)
     int PyBUF_WRITE
-
 
 # Ready states as plain ints (``harpia.OPEN`` ...); ``harpia._wire.ReadyState`` names them.
 CONNECTING = <int>ReadyState.CONNECTING
@@ -75,16 +74,15 @@ cdef enum:
     # frames each) are not interrupted.
     YIELD_AFTER_FRAMES = 1024
     # The same for permessage-deflate, counted in bytes inflated rather than frames: a 16 KB
-    # frame can inflate to 16 MiB (~15 ms of CPU), so a read is parsed only up to the frame
-    # that takes it past INFLATE_YIELD_AT; the rest waits for the next loop turn.  Each
-    # connection then costs the others at most that, plus one message, per pass.
-    INFLATE_YIELD_AT = 1048576
+    # frame can inflate to 16 MiB (~15 ms of CPU), so inflating stops, even inside a frame,
+    # once a read has produced INFLATE_YIELD_AT bytes; the rest waits for the next loop
+    # turn.  Each connection then costs the others about 0.3 ms of zlib per pass.
+    INFLATE_YIELD_AT = 262144
     # One message handler call in this many is timed when an engine has a handler_timer.
     HANDLER_SAMPLE = 64
 
 # Appended to a compressed message before inflating its end (RFC 7692 section 7.2.2).
 cdef const uint8_t *DEFLATE_TAIL = <const uint8_t *>b"\x00\x00\xff\xff"
-
 
 cdef uint32_t _clock = 0
 # Counts message handler calls of engines with a handler_timer (see _deliver).
@@ -94,7 +92,6 @@ def set_clock(uint32_t seconds):
     """Set the coarse clock that ``last_seen`` is stamped with (the idle sweeper calls it)."""
     global _clock
     _clock = seconds
-
 
 cdef class FrameEngine(FrameSender):
     """One WebSocket connection's protocol state: the parser here, the send side inherited.
@@ -352,7 +349,6 @@ cdef class FrameEngine(FrameSender):
         if self.ready_state == ReadyState.OPEN:
             self._start_close(code, reason)
         self.protocol_failed(code, reason)
-
         return 0
 
     @cython.final
@@ -369,7 +365,7 @@ cdef class FrameEngine(FrameSender):
                 take = n - pos
                 if <uint64_t>take > self.frame_left:
                     take = <Py_ssize_t>self.frame_left
-                self._payload_chunk(data + pos, take)
+                take = self._payload_chunk(data + pos, take)
                 pos += take
                 self.frame_left -= take
                 if self.frame_left == 0:
@@ -495,6 +491,7 @@ cdef class FrameEngine(FrameSender):
     @cython.final
     cdef int _header_complete(self) except -1:
         cdef uint8_t b0 = self.hdr[0], b1 = self.hdr[1]
+        cdef Py_ssize_t plen
         cdef int opcode = b0 & 0x0F
         cdef uint8_t len7 = b1 & 0x7F
         cdef uint64_t length = decode_length(self.hdr)
@@ -524,10 +521,9 @@ cdef class FrameEngine(FrameSender):
                 if opcode != Opcode.CONTINUATION:
                     self.compression.begin_message()
                 self.compression.wire_in += length
-                if self.compression.wire_in > <uint64_t>self.max_payload_length + \
-                        (<uint64_t>self.max_payload_length >> 3) + 1024:
-                    self._fail(CloseCode.MESSAGE_TOO_BIG,
-                               f"message over the {self.max_payload_length}-byte limit")
+                plen = self.compression.inflated_limit(self.max_payload_length)
+                if self.compression.wire_in > <uint64_t>plen + (<uint64_t>plen >> 3) + 1024:
+                    self._fail(CloseCode.MESSAGE_TOO_BIG, f"message over the {plen}-byte limit")
                     return 0
             elif length > <uint64_t>self.max_payload_length or \
                     length + <uint64_t>self.msg.len > <uint64_t>self.max_payload_length:
@@ -548,14 +544,16 @@ cdef class FrameEngine(FrameSender):
         return 0
 
     @cython.final
-    cdef int _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
+    cdef Py_ssize_t _payload_chunk(self, const uint8_t *src, Py_ssize_t n) except -1:
+        """Take payload bytes of the current frame; returns how many were taken (fewer than
+        ``n`` only when inflating stopped for this loop turn)."""
         cdef uint8_t *dst
         if self.msg_compressed and self.frame_opcode < Opcode.CLOSE and self.compression is not None:
             # Inflated as it arrives, never buffered whole.
-            self._inflate(src, n, self.frame_key if self.frame_masked else NULL,
-                          <size_t>(self.frame_done & 3))
+            n = self._inflate(src, n, self.frame_key if self.frame_masked else NULL,
+                              <size_t>(self.frame_done & 3), False)
             self.frame_done += n
-            return 0
+            return n
         if self.frame_opcode >= Opcode.CLOSE:
             dst = &self.ctl_buf[self.ctl_len]
             self.ctl_len += <int>n
@@ -567,7 +565,8 @@ cdef class FrameEngine(FrameSender):
             harpia_mask(dst, src, n, self.frame_key, <size_t>(self.frame_done & 3))
         else:
             memcpy(dst, src, n)
-        return self._payload_landed(dst, n)
+        self._payload_landed(dst, n)
+        return n
 
     @cython.final
     cdef int _payload_direct(self, Py_ssize_t n) except -1:
@@ -605,7 +604,7 @@ cdef class FrameEngine(FrameSender):
             # An empty payload is an empty message: the tail alone would leave the inflater
             # inside a stored block's header.
             if not self.compression.inflater.ended and self.compression.wire_in:
-                self._inflate(DEFLATE_TAIL, 4, NULL, 0)
+                self._inflate(DEFLATE_TAIL, 4, NULL, 0, True)
                 if self.input_closed:
                     return 0
             self.compression.end_message()
@@ -622,24 +621,24 @@ cdef class FrameEngine(FrameSender):
         return 0
 
     @cython.final
-    cdef int _inflate(self, const uint8_t *src, Py_ssize_t n, const uint8_t *key,
-                      size_t phase) except -1:
-        cdef Py_ssize_t before = self.msg.len
+    cdef Py_ssize_t _inflate(self, const uint8_t *src, Py_ssize_t n, const uint8_t *key,
+                             size_t phase, bint tail) except -1:
+        # Returns the bytes taken.  The tail goes whatever the budget: it only flushes what
+        # zlib holds (a few KiB at most).
+        cdef Py_ssize_t before = self.msg.len, used = 0, budget = PY_SSIZE_T_MAX
+        if self.loop is not None and not tail:
+            budget = INFLATE_YIELD_AT - self.read_inflated
         cdef int status = self.compression.inflate_into(
             &self.msg, src, n, key, phase, self.max_payload_length,
-            &self.utf8_state if self.msg_opcode == Opcode.TEXT else NULL)
+            &self.utf8_state if self.msg_opcode == Opcode.TEXT else NULL, &budget, &used)
         self.read_inflated += self.msg.len - before
-        if self.read_inflated >= INFLATE_YIELD_AT and self.loop is not None:
+        if budget <= 0 or status == INFLATE_PAUSED:
             self.inflate_yielding = True
-        if status == INFLATE_TOO_BIG:
-            self._fail(CloseCode.MESSAGE_TOO_BIG,
-                       f"message over the {self.max_payload_length}-byte limit")
-        elif status != INFLATE_OK:
-            self._fail(CloseCode.INVALID_DATA,
-                       "invalid UTF-8 in a text message" if status == INFLATE_BAD_UTF8 else
-                       "data after the final deflate block" if status == INFLATE_TRAILING else
-                       "invalid compressed data")
-        return 0
+        if status != INFLATE_OK and status != INFLATE_PAUSED:
+            self._fail(CloseCode.MESSAGE_TOO_BIG if status == INFLATE_TOO_BIG or
+                       status == INFLATE_RATIO else CloseCode.INVALID_DATA,
+                       self.compression.failure_reason(status, self.max_payload_length))
+        return used
 
     @cython.final
     cdef int _control_frame(self) except -1:
@@ -737,7 +736,6 @@ cdef class FrameEngine(FrameSender):
         buffer_free(&self.msg)
         self.msg_opcode = 0
 
-
     cdef int _output_drained(self) except -1:
         # Delivery stopped while the output was over its limit: go on with the held input.
         if self.held:
@@ -758,7 +756,8 @@ cdef class FrameEngine(FrameSender):
     def enable_deflate(self, *, bint local_no_context_takeover=True,
                        bint remote_no_context_takeover=True, int local_max_window_bits=15,
                        int remote_max_window_bits=15, int compression_level=6,
-                       int memory_level=8, Py_ssize_t compress_threshold=0):
+                       int memory_level=8, Py_ssize_t compress_threshold=0,
+                       Py_ssize_t max_inflated_length=-1, uint32_t max_compression_ratio=0):
         """Turn on permessage-deflate (RFC 7692) with the negotiated parameters."""
         compression = PerMessageDeflate(
             client=self.client, local_no_context_takeover=local_no_context_takeover,
@@ -766,7 +765,8 @@ cdef class FrameEngine(FrameSender):
             local_max_window_bits=local_max_window_bits,
             remote_max_window_bits=remote_max_window_bits,
             compression_level=compression_level, memory_level=memory_level,
-            compress_threshold=compress_threshold)
+            compress_threshold=compress_threshold, max_inflated_length=max_inflated_length,
+            max_compression_ratio=max_compression_ratio)
         if self.msg_opcode != 0:
             raise ValueError("enable_deflate() in the middle of a message")
         if self.compression is not None:

@@ -37,6 +37,15 @@ class RouteOptions:
     #: Negotiate permessage-deflate (RFC 7692) when the client offers it: True for the
     #: defaults, or a ``DeflateOptions`` (or a mapping of its fields); see docs/deflate.md.
     per_message_deflate: bool | Mapping[str, Any] | DeflateOptions = False
+    #: Largest size a compressed message may inflate to; over it: close 1009.  None: the
+    #: same as ``max_payload_length``, so compression never changes what a client may send;
+    #: lower it where compressed messages are small (it also bounds their CPU: ~1 ms/MiB).
+    max_inflated_length: int | None = None
+    #: Past 1 MiB inflated, a compressed message may inflate to at most this many times
+    #: the compressed bytes it took; over it: close 1009 ("compression ratio").  None: no
+    #: cap.  100: JSON, logs and market data deflate 5-35:1, a bomb ~1000:1 (the ratio
+    #: Apache POI and Tika use against zip bombs).
+    max_compression_ratio: int | None = 100
     #: Whether ``ws.publish`` also delivers to the publishing connection.
     publish_to_self: bool = False
     #: Subprotocols this route speaks, in order of preference; None: none negotiated.
@@ -78,7 +87,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_subscriptions": (int,),
     "max_messages_per_second": (int, float),
     "max_messages_burst": (int,),
+    "max_inflated_length": (int,),
+    "max_compression_ratio": (int,),
 }
+
+# Options that take None ("no limit of its own"); a number there must be positive.
+_OPTIONAL = ("max_messages_per_second", "max_messages_burst", "max_inflated_length",
+             "max_compression_ratio")
 
 
 def route_options(options: Mapping[str, Any]) -> RouteOptions:
@@ -90,7 +105,7 @@ def route_options(options: Mapping[str, Any]) -> RouteOptions:
                 f"unknown route option {key!r} (known: {', '.join(sorted(known))})"
             )
         types = _TYPES.get(key)
-        if value is None and key in ("max_messages_per_second", "max_messages_burst"):
+        if value is None and key in _OPTIONAL:
             continue
         if types is not None:
             # bool is an int: refuse True where a number is meant, and 1 where a flag is.
@@ -102,7 +117,7 @@ def route_options(options: Mapping[str, Any]) -> RouteOptions:
                 )
             if not is_bool and isinstance(value, (int, float)) and value < 0:
                 raise ConfigurationError(f"route option {key!r} must not be negative")
-            if key in ("max_messages_per_second", "max_messages_burst") and value == 0:
+            if key in _OPTIONAL and value == 0:
                 raise ConfigurationError(f"route option {key!r} must be positive (or None)")
     values = dict(options)
     if values.get("subprotocols") is not None:

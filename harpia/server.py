@@ -670,7 +670,9 @@ class HttpProtocol(asyncio.Protocol):
         extensions = None
         if agreement is not None and deflate is not None:
             extensions = ws.extensions = agreement.response
-            ws.enable_deflate(**agreement.engine_settings(deflate))
+            ws.enable_deflate(**agreement.engine_settings(deflate),
+                              max_inflated_length=route.options.max_inflated_length or -1,
+                              max_compression_ratio=route.options.max_compression_ratio or 0)
         accepted_at = listener._handshaking.get(self)    # its deadline: accepted + timeout
         self._done()
         transport.write(response_101(key, subprotocol=subprotocol, extensions=extensions,

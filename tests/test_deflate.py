@@ -81,6 +81,17 @@ def test_bad_settings_name_the_key(key: str, value: object) -> None:
         route_options({"per_message_deflate": {key: value}})
 
 
+def test_inflate_limits_are_route_options() -> None:
+    defaults = route_options({})
+    assert (defaults.max_inflated_length, defaults.max_compression_ratio) == (None, 100)
+    options = route_options({"max_inflated_length": 65536, "max_compression_ratio": None})
+    assert (options.max_inflated_length, options.max_compression_ratio) == (65536, None)
+    for key in ("max_inflated_length", "max_compression_ratio"):
+        for bad in (0, -1, 1.5, True, "100"):
+            with pytest.raises(ConfigurationError, match=repr(key)):
+                route_options({key: bad})
+
+
 def test_unknown_setting_names_it() -> None:
     with pytest.raises(ConfigurationError, match="'window_bits'"):
         deflate_options({"window_bits": 10})

@@ -30,6 +30,7 @@ from wsproto.extensions import PerMessageDeflate as WsprotoDeflate
 
 from harpia import _deflate
 from harpia._frames import FrameEngine, serialize_frame
+from harpia._loop import LoopContext
 from harpia._publish import publish
 from harpia.deflate import DeflateOptions, negotiate
 from harpia.handshake import parse_extension_offers
@@ -389,6 +390,72 @@ def test_message_exactly_at_the_limit_passes() -> None:
     assert message_events(engine) == [b"a" * 50_000]
     engine.feed(serialize_frame(BINARY, deflated(b"a" * 50_001), rsv1=True, mask=MASK))
     assert engine.events_received()[0][:2] == ("protocol_error", 1009)
+
+
+def test_max_inflated_length_bounds_compressed_messages_only() -> None:
+    engine = server_with(max_payload_length=16 * MiB, max_inflated_length=50_000)
+    engine.feed(serialize_frame(BINARY, deflated(b"a" * 50_000), rsv1=True, mask=MASK))
+    engine.feed(serialize_frame(BINARY, b"b" * 60_000, mask=MASK))     # not compressed
+    assert message_events(engine) == [b"a" * 50_000, b"b" * 60_000]
+    engine.feed(serialize_frame(BINARY, deflated(b"a" * 50_001), rsv1=True, mask=MASK))
+    assert engine.events_received() == [("protocol_error", 1009, "message over the 50000-byte limit")]
+    # The compressed bytes are bounded by the lower limit too, from the frame header.
+    engine = server_with(max_payload_length=16 * MiB, max_inflated_length=50_000)
+    header = serialize_frame(BINARY, os.urandom(60_000), rsv1=True, mask=MASK)[:14]
+    engine.feed(header)
+    assert engine.events_received() == [("protocol_error", 1009, "message over the 50000-byte limit")]
+
+
+def test_a_compression_ratio_over_the_cap_closes_1009_past_one_mebibyte() -> None:
+    zeros = deflated(bytes(4 * MiB))                       # ~1000:1
+    engine = server_with(max_compression_ratio=100)
+    started = time.perf_counter()
+    engine.feed(serialize_frame(BINARY, zeros, rsv1=True, mask=MASK))
+    assert engine.events_received() == [
+        ("protocol_error", 1009, "compression ratio over 100:1 (past 1048576 bytes)")]
+    assert time.perf_counter() - started < 0.5
+    # Under 1 MiB inflated any ratio passes; above it, ordinary data is far under 100:1.
+    engine = server_with(max_compression_ratio=100)
+    engine.feed(serialize_frame(BINARY, deflated(bytes(MiB)), rsv1=True, mask=MASK))
+    data = json_text(256 * 1024, seed=2).encode() * 16      # JSON, repeated: still ~20:1
+    assert len(data) / len(deflated(data)) < 50
+    engine.feed(serialize_frame(TEXT, deflated(data), rsv1=True, mask=MASK))
+    assert message_events(engine) == [bytes(MiB), data.decode()]
+    # Split into fragments, the ratio is the message's, not a frame's.
+    engine = server_with(max_compression_ratio=100)
+    engine.feed(serialize_frame(BINARY, zeros[:500], fin=False, rsv1=True, mask=MASK))
+    engine.feed(serialize_frame(CONT, zeros[500:], mask=MASK))
+    assert engine.events_received()[0][:2] == ("protocol_error", 1009)
+    # No cap: the same bomb is only a large message.
+    engine = server_with(max_compression_ratio=0)
+    engine.feed(serialize_frame(BINARY, zeros, rsv1=True, mask=MASK))
+    assert message_events(engine) == [bytes(4 * MiB)]
+
+
+def test_inflating_stops_inside_a_frame_once_a_turn_has_inflated_256_kib() -> None:
+    # A 8 KB frame that inflates to 8 MiB is inflated 256 KiB per loop turn: the loop runs
+    # other connections in between instead of ~10 ms of zlib at once.
+    turns: list[Any] = []
+    engine = server_with()
+    engine.attach(lambda data: None, LoopContext(turns.append))
+    payload = bytes(8 * MiB)
+    wire = serialize_frame(BINARY, deflated(payload), rsv1=True, mask=MASK)
+    engine.feed(wire + serialize_frame(TEXT, deflated(b"next"), rsv1=True, mask=MASK))
+    events: list[Any] = []
+    passes = 0
+    while not events and passes < 100:
+        assert engine.held_bytes > 0                        # the rest waits, masked
+        callbacks, turns[:] = list(turns), []
+        for callback in callbacks:
+            callback()
+        passes += 1
+        events += engine.events_received()
+    assert 31 <= passes <= 33, passes
+    if len(events) == 1:                                   # "next" comes a turn later
+        for callback in list(turns):
+            callback()
+        events += engine.events_received()
+    assert events == [("message", payload), ("message", "next")]
 
 
 def test_invalid_utf8_inside_compressed_text_fails_fast() -> None:

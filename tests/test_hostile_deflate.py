@@ -7,14 +7,17 @@ well-behaved client keeps echoing on the same server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import struct
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hardening import MiB, ServerProcess, push
-from wsclient import CLOSE, RawClient, ws_connect
+from wsclient import CLOSE, PING, PONG, RawClient, ws_connect
 
 DEFLATE = [("Sec-WebSocket-Extensions",
             "permessage-deflate; client_no_context_takeover; server_no_context_takeover")]
@@ -45,19 +48,37 @@ def deflated(data: bytes) -> bytes:
 BOMB = compressed_frame(deflated(bytes(16 * MiB - 1)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 @pytest.mark.timeout(120)
 async def test_inflating_a_stream_of_bombs_does_not_starve_the_others(
         loop_kind: str, bystander: Any) -> None:
     # Before: 8 MiB of such frames cost the server ~10 s of CPU in a few loop passes; the
     # bystander got one echo and then nothing for 10 s, a new client waited as long for
-    # its 101.  Now inflating counts toward the per-read fairness yield, in bytes.
-    routes = {"/echo": ("echo", {"per_message_deflate": True}),
-              "/sink": ("sink", {"per_message_deflate": True})}
+    # its 101.  Then inflated bytes counted toward the per-read yield, but a frame was
+    # inflated whole: p99 270 ms, a newcomer waited 0.9 s.  Now inflating stops inside a
+    # frame after 1 MiB per loop turn.  The ratio cap is off here (it would end the attack
+    # at the first frame, see below): this is what fairness alone gives.
+    options = {"per_message_deflate": True, "max_compression_ratio": None}
+    routes = {"/echo": ("echo", options), "/sink": ("sink", options)}
     async with ServerProcess(loop_kind, routes) as server, \
             bystander(server.port, every=0.005, max_rtt=4.0) as b:
+        await asyncio.sleep(0.5)
+        quiet = len(b.rtts)
         attacker = await RawClient.open(server.port, "/sink", headers=DEFLATE)
+        assert server.proc is not None
+        cpu_before, wall_before = cpu_seconds(server.proc.pid), time.perf_counter()
         try:
-            flood = asyncio.ensure_future(push(attacker.sock, BOMB * 32, 8 * MiB, stall=20))
+            flood = asyncio.ensure_future(push(attacker.sock, BOMB * 32, 4 * MiB, stall=20))
             await asyncio.sleep(1.0)
             started = time.perf_counter()
             async with ws_connect(server.port, "/echo") as newcomer:   # a new client gets in
@@ -65,14 +86,55 @@ async def test_inflating_a_stream_of_bombs_does_not_starve_the_others(
                 assert await newcomer.recv() == "hello"
             newcomer_time = time.perf_counter() - started
             sent = await asyncio.wait_for(flood, 100)
+            cpu = (cpu_seconds(server.proc.pid) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
             attacker.close()
+        during = b.rtts[quiet:]
         assert sent > 2 * MiB
-    ordered = sorted(b.rtts)
-    p99 = ordered[int(len(ordered) * 0.99)]
-    print(f"bystander p99 {p99 * 1000:.1f} ms over {len(ordered)} echoes, "
-          f"newcomer {newcomer_time * 1000:.0f} ms, attacker sent {sent / MiB:.1f} MiB")
-    assert newcomer_time < 3.0         # before: its handshake timed out (5 s here)
+    print(f"bystander p99 {p99(during) * 1000:.1f} ms, median "
+          f"{sorted(during)[len(during) // 2] * 1000:.1f} ms over {len(during)} echoes, "
+          f"newcomer {newcomer_time * 1000:.0f} ms, attacker sent {sent / MiB:.1f} MiB, "
+          f"server CPU {cpu:.2f} s/s")
+    assert len(during) >= 50
+    # Measured at load ~5 on 2 cores: p99 6-23 ms (median 1-6 ms), newcomer 4-49 ms;
+    # inflating whole frames: p99 124-257 ms (median 64-140 ms), newcomer 0.27-0.63 s.
+    # The target is a p99 under 50 ms.  On a shared machine the p99 also catches the
+    # scheduler (163 ms once, with the server at 0.17 s/s of CPU, i.e. mostly idle), so
+    # the median is what must not move, and the tail is only bounded loosely.
+    assert sorted(during)[len(during) // 2] < 0.03
+    assert p99(during) < 0.5
+    assert newcomer_time < 0.5
+
+
+@pytest.mark.timeout(120)
+async def test_with_the_defaults_a_bomb_is_closed_at_its_compression_ratio(
+        loop_kind: str, bystander: Any) -> None:
+    # max_compression_ratio (100 by default) stops a message that inflates past 100 times
+    # its compressed size once it is over 1 MiB: the attacker's first bomb ends its
+    # connection with 1009 after ~1 MiB of zlib, where it cost ~16 MiB per 16 KB frame.
+    routes = {"/sink": ("sink", {"per_message_deflate": True})}
+    async with ServerProcess(loop_kind, routes) as server, \
+            bystander(server.port, every=0.005, max_rtt=4.0) as b:
+        assert server.proc is not None
+        cpu_before = cpu_seconds(server.proc.pid)
+        started = time.perf_counter()
+        for _ in range(20):             # it comes back, again and again
+            attacker = await RawClient.open(server.port, "/sink", headers=DEFLATE)
+            try:
+                with contextlib.suppress(OSError):
+                    await attacker.send(BOMB * 4)
+                frame = await attacker.recv_frame(timeout=10)
+            finally:
+                attacker.close()
+            assert frame.opcode == CLOSE and frame.close_code == 1009, frame
+            assert frame.close_reason.startswith("compression ratio over 100:1"), frame
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(server.proc.pid) - cpu_before
+    print(f"20 bombs: server CPU {cpu * 1000:.0f} ms in {elapsed:.2f} s, "
+          f"bystander p99 {p99(b.rtts) * 1000:.1f} ms")
+    # Inflated whole, 20 x 4 bombs are ~1.3 GB of zlib (seconds of CPU).
+    assert cpu < 2.0
+    assert p99(b.rtts) < 0.1
 
 
 async def test_a_fragmented_compressed_message_over_the_limit_is_closed_1009(
@@ -93,5 +155,25 @@ async def test_a_fragmented_compressed_message_over_the_limit_is_closed_1009(
                     break                      # the server hung up after its close frame
             frame = await client.recv_frame(timeout=10)
             assert frame.opcode == CLOSE and frame.close_code == 1009, frame
+        finally:
+            client.close()
+
+
+async def test_max_inflated_length_bounds_compressed_messages_below_max_payload_length(
+        loop_kind: str) -> None:
+    routes = {"/small": ("sink", {"per_message_deflate": True, "max_inflated_length": 65536})}
+    async with ServerProcess(loop_kind, routes) as server:
+        client = await RawClient.open(server.port, "/small", headers=DEFLATE)
+        try:
+            # Uncompressed, a message is bounded by max_payload_length only.
+            await client.send(compressed_frame(bytes(100_000), rsv1=False))
+            await client.send(compressed_frame(b"still open", opcode=PING, rsv1=False))
+            frame = await client.recv_frame(timeout=10)
+            assert (frame.opcode, frame.payload) == (PONG, b"still open"), frame
+            await client.send(compressed_frame(deflated(bytes(65537))))
+            frame = await client.recv_frame(timeout=10)
+            assert frame.opcode == CLOSE, frame
+            assert (frame.close_code, frame.close_reason) == (
+                1009, "message over the 65536-byte limit")
         finally:
             client.close()
