@@ -473,6 +473,7 @@ class Connect:
         self.options = options
         self.ws: ClientWebSocket | None = None
         self._handshake = handshake      # the first attempt's, already checked
+        self._expired = False            # open_timeout ran out
 
     def __await__(self) -> Generator[Any, None, ClientWebSocket]:
         return self._open().__await__()
@@ -490,29 +491,51 @@ class Connect:
         await ws.wait_closed()
 
     async def _open(self) -> ClientWebSocket:
+        # As asyncio.timeout(open_timeout), which would ask for the running loop three times
+        # (in CPython each ask is a getpid() system call): here once per connect.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
+        cancelling = task.cancelling()
+        timeout = self.options["open_timeout"]
+        timer = loop.call_later(timeout, self._expire, task)
+        try:
+            return await self._open_following_redirects(loop)
+        except asyncio.CancelledError:
+            if self._expired and task.uncancel() <= cancelling:
+                raise TimeoutError(f"no WebSocket connection to {self.url} within "
+                                   f"{timeout:g} s (open_timeout)") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, task: asyncio.Task[Any]) -> None:
+        self._expired = True
+        task.cancel()
+
+    async def _open_following_redirects(self, loop: asyncio.AbstractEventLoop) -> ClientWebSocket:
         options = self.options
         url = self.url
         redirects = 0
-        async with asyncio.timeout(options["open_timeout"]):
-            while True:
-                try:
-                    return await self._open_once(url)
-                except _Redirect as redirect:
-                    location = redirect.result.location
-                    assert location is not None
-                    if not options["follow_redirects"]:
-                        raise HandshakeError(
-                            redirect.result.status,
-                            f"redirected to {location} (pass follow_redirects=True to follow)",
-                            dict(redirect.result.headers.raw_items())) from None
-                    redirects += 1
-                    if redirects > options["max_redirects"]:
-                        raise HandshakeError(redirect.result.status,
-                                             f"more than {options['max_redirects']} redirects"
-                                             ) from None
-                    url = location
+        while True:
+            try:
+                return await self._open_once(url, loop)
+            except _Redirect as redirect:
+                location = redirect.result.location
+                assert location is not None
+                if not options["follow_redirects"]:
+                    raise HandshakeError(
+                        redirect.result.status,
+                        f"redirected to {location} (pass follow_redirects=True to follow)",
+                        dict(redirect.result.headers.raw_items())) from None
+                redirects += 1
+                if redirects > options["max_redirects"]:
+                    raise HandshakeError(redirect.result.status,
+                                         f"more than {options['max_redirects']} redirects"
+                                         ) from None
+                url = location
 
-    async def _open_once(self, url: str) -> ClientWebSocket:
+    async def _open_once(self, url: str, loop: asyncio.AbstractEventLoop) -> ClientWebSocket:
         options = self.options
         handshake = self._handshake
         self._handshake = None
@@ -526,7 +549,6 @@ class Connect:
             context = options["ssl"] or _default_ssl_context()
         elif options["ssl"] is not None:
             raise ConfigurationError(f"tls is given but {url!r} is not a wss:// URL")
-        loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[HandshakeResult, ClientWebSocket | None]] = loop.create_future()
         protocol = functools.partial(_HandshakeProtocol, handshake, self, done, loop)
 

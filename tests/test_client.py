@@ -311,8 +311,17 @@ async def test_open_timeout_and_refused() -> None:
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="open_timeout"):
             await harpia.connect(f"ws://127.0.0.1:{port}/", open_timeout=0.3)
+        # The caller's own cancellation stays a cancellation, and a caller's own deadline
+        # shorter than open_timeout is the caller's.
+        opening = asyncio.ensure_future(harpia.connect(f"ws://127.0.0.1:{port}/"))
+        await asyncio.sleep(0.05)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(harpia.connect(f"ws://127.0.0.1:{port}/"), 0.1)
         server.close()
     with pytest.raises(OSError):
         await harpia.connect(f"ws://127.0.0.1:{port}/")
