@@ -26,21 +26,20 @@ from typing import Any, Protocol
 from . import _frames, _loop
 from .accept import Accept
 from .connection import UNRESOLVED, ServerWebSocket, peer_address
-from .deflate import negotiate
 from .errors import ConfigurationError, HandshakeError, ProxyProtocolError
 from .forwarded import TrustedProxies
 from .handshake import (
     check_origin,
     check_websocket_request,
     is_websocket_upgrade,
-    parse_extension_offers,
     select_subprotocol,
 )
 from .http_head import RequestHead
 from .http_parser import HttpRequestParser
-from .http_response import Response, error_response, response_101, response_http
+from .http_response import Response, error_response, response_http
 from .hub import Hub
 from .log_throttle import LogThrottle
+from .opening import accept_response, deflate_agreement, hand_over
 from .proxy_protocol import ProxyHeaderParser
 from .request import Request
 from .routing import HttpRoute, Router, WebSocketRoute
@@ -657,8 +656,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
-        deflate = route.options.deflate
-        agreement = None if deflate is None else negotiate(parse_extension_offers(head), deflate)
+        agreement = deflate_agreement(route, head)
         extra_headers: tuple[tuple[str, str], ...] = ()
         if isinstance(data, Accept):
             data, extra_headers = data.data, data.headers
@@ -667,24 +665,9 @@ class HttpProtocol(asyncio.Protocol):
         ws: ServerWebSocket[Any] = ServerWebSocket(
             listener.app.hub, route, listener, transport, head, params, self.client,
             subprotocol, listener.secure, data)
-        extensions = None
-        if agreement is not None and deflate is not None:
-            extensions = ws.extensions = agreement.response
-            ws.enable_deflate(**agreement.engine_settings(deflate),
-                              max_inflated_length=route.options.max_inflated_length or -1,
-                              max_compression_ratio=route.options.max_compression_ratio or 0)
+        response = accept_response(ws, agreement, key, subprotocol, extra_headers)
         accepted_at = listener._handshaking.get(self)    # its deadline: accepted + timeout
         self._done()
-        transport.write(response_101(key, subprotocol=subprotocol, extensions=extensions,
-                                     extra_headers=extra_headers))
-        transport.set_protocol(ws)
-        # The engine learns what the transport holds only from pause_writing and
-        # resume_writing.  Pausing as soon as the kernel leaves bytes behind makes that
-        # exact ("not paused" means "empty"): with a higher mark, a burst that fits next
-        # to a stale count lands on unseen bytes, and the buffer goes over the limit
-        # without the -1 that arms drain (then every send is 0 and drain never comes).
-        # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
-        transport.set_write_buffer_limits(high=1, low=0)
         hub = listener.app.hub
         latency, tracer = hub.latency, hub.tracer
         if accepted_at is not None and (latency is not None or tracer is not None):
@@ -693,24 +676,13 @@ class HttpProtocol(asyncio.Protocol):
                 latency.upgrade.observe(elapsed)
             if tracer is not None:
                 tracer.upgraded(ws, elapsed)
-        # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
-        # transport queues what writelines() gets without calling pause_writing, so the
-        # backpressure limit would never be seen; two write()s cost no copy either.
-        ws.attach(transport.write, listener.cork, None, transport.get_write_buffer_size)
-        listener.connection_opened(ws)
         # The handshake's lookups are done; the index would be kept for the connection's life.
         head.headers.compact()
-        ws.handshake_completed()
         early = self.parser.trailing
         if self.held_data:
             early += b"".join(self.held_data)
             self.held_data = None
-        if early:
-            ws.data_received(early)
-        # Unless the engine paused it meanwhile (the early bytes filled the inbound backlog
-        # of an async open handler, say): then the engine resumes it, and only it knows when.
-        if not transport.is_closing() and not ws.reading_paused:
-            transport.resume_reading()
+        hand_over(ws, transport, listener, response, early)
 
     def _http(self, route: HttpRoute, head: RequestHead, params: dict[str, str]) -> None:
         if head.method not in ("GET", "HEAD"):

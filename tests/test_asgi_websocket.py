@@ -172,6 +172,19 @@ async def test_permessage_deflate_as_negotiated() -> None:
             assert "sec-websocket-extensions" not in ws.response.headers
 
 
+async def test_inflation_limits_of_the_mount_apply_as_on_a_native_route() -> None:
+    app = harpia.harpia()
+    app.mount("/", make_api(), per_message_deflate=True, max_inflated_length=65536)
+    async with app.serve(port=0) as server:
+        async with connect(url(server, "/ws/echo"), compression="deflate") as ws:
+            await ws.send("a" * 60000)
+            assert await asyncio.wait_for(ws.recv(), 10) == "a" * 60000
+            await ws.send("a" * 65537)                 # a few hundred bytes compressed
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
 async def test_send_waits_while_the_client_does_not_read() -> None:
     sent = 0
     done = asyncio.Event()

@@ -26,12 +26,12 @@ from urllib.parse import unquote
 
 from .._frames import CLOSED, OPEN
 from ..connection import UNRESOLVED, ServerWebSocket, peer_address
-from ..deflate import negotiate
 from ..errors import ClientDisconnected, ConnectionClosed, HandshakeError, HarpiaError
 from ..handlers import bind_handlers
-from ..handshake import check_websocket_request, parse_extension_offers, parse_header_tokens
+from ..handshake import check_websocket_request, parse_header_tokens
 from ..http_head import RequestHead
-from ..http_response import error_response, response_101, response_http
+from ..http_response import error_response, response_http
+from ..opening import accept_response, deflate_agreement, hand_over
 from ..options import RouteOptions
 from ..routing import WebSocketRoute
 
@@ -228,36 +228,18 @@ class AsgiWebSocket(asyncio.Protocol):
         subprotocol = message.get("subprotocol")
         extra = [(name.decode("latin-1"), value.decode("latin-1"))
                  for name, value in message.get("headers") or ()]
-        deflate = route.options.deflate
-        agreement = None if deflate is None else negotiate(parse_extension_offers(head), deflate)
+        agreement = deflate_agreement(route, head)
         ws = AsgiServerWebSocket(app.hub, route, listener, transport, head, {}, UNRESOLVED,
                                  subprotocol, listener.secure)
         ws.session = self
         ws.bind_message_handler(self.message_received, 2, False)
-        extensions = None
-        if agreement is not None and deflate is not None:
-            extensions = ws.extensions = agreement.response
-            ws.enable_deflate(**agreement.engine_settings(deflate))
-        response = response_101(self.key, subprotocol=subprotocol, extensions=extensions,
-                                extra_headers=extra)
+        response = accept_response(ws, agreement, self.key, subprotocol, extra)
         self._end_connecting()
         self.state = _ACCEPTED
         self.ws = ws
         self.extension["connection"] = ws
-        transport.write(response)
-        transport.set_protocol(ws)
-        # As for a native route: pause at the first byte left behind, so the engine's
-        # count of what the transport holds stays exact (see server.py).
-        transport.set_write_buffer_limits(high=1, low=0)
-        ws.attach(transport.write, listener.cork, getattr(transport, "writelines", None),
-                  transport.get_write_buffer_size)
-        listener.connection_opened(ws)
-        ws.handshake_completed()
         early, self.early = self.early, b""
-        if early:
-            ws.data_received(early)
-        if not transport.is_closing() and not ws.reading_paused:
-            transport.resume_reading()
+        hand_over(ws, transport, listener, response, early)
 
     def _deny(self, message: Mapping[str, Any]) -> None:
         kind = message["type"]
