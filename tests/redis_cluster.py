@@ -18,11 +18,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import pytest
 import redis
-from redis_server import REDIS_SERVER
+from redis_server import REDIS_SERVER, terminate
 
 REDIS_CLI = os.environ.get("HARPIA_REDIS_CLI") or shutil.which("redis-cli") or "/usr/bin/redis-cli"
 #: Milliseconds without an answer before a master is considered failed (Redis's default is 15 s).
@@ -96,12 +97,7 @@ class RedisNode:
     def stop(self) -> None:
         if self.alive():
             assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+            terminate(self.process)
 
 
 def _server_args(port: int) -> list[str]:
@@ -331,3 +327,23 @@ class SentinelSetup:
             node.stop()
         if not os.environ.get("HARPIA_KEEP_REDIS_DIRS"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """One Redis Cluster for a whole test module (it takes a few seconds to form)."""
+    deployment = RedisCluster.start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[SentinelSetup]:
+    """A master, a replica and three sentinels for one test."""
+    setup = SentinelSetup.start()
+    try:
+        yield setup
+    finally:
+        setup.stop()

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from redis_server import RedisServer, free_port, redis_server  # noqa: F401 - a fixture
@@ -84,11 +85,18 @@ run(main())
 """
 
 
-def backplane(url: str, **options: Any) -> RedisBackplane:
+B = TypeVar("B", bound=RedisBackplane)
+
+
+def fast_backplane(kind: type[B], url: str, **options: Any) -> B:
     """Fast reconnects for the tests (the defaults are for production)."""
     options.setdefault("min_backoff", 0.02)
     options.setdefault("max_backoff", 0.2)
-    return RedisBackplane(url, **options)
+    return kind(url, **options)
+
+
+def backplane(url: str, **options: Any) -> RedisBackplane:
+    return fast_backplane(RedisBackplane, url, **options)
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
@@ -158,8 +166,26 @@ class ServerProcess:
         return code
 
 
+@contextmanager
+def server_processes(url: str, tmp_path: Path, count: int = 2) -> Iterator[list[ServerProcess]]:
+    """``count`` servers, each in a process of its own with ``pubsub=url``; on the way out
+    each is stopped and must have exited with 0, logging no traceback."""
+    servers = [ServerProcess(url, tmp_path / f"server{i}.log") for i in range(count)]
+    try:
+        yield servers
+    finally:
+        codes = [server.stop() for server in servers]
+    assert codes == [0] * count, [p.read_text() for p in tmp_path.glob("*.log")]
+    for log in tmp_path.glob("*.log"):
+        assert "Traceback" not in log.read_text()
+
+
 async def test_two_processes_deliver_exactly_once(redis_server: RedisServer, tmp_path: Path) -> None:
-    servers = [ServerProcess(redis_server.url, tmp_path / f"server{i}.log") for i in range(2)]
+    with server_processes(redis_server.url, tmp_path) as servers:
+        await deliver_exactly_once(redis_server, servers)
+
+
+async def deliver_exactly_once(redis_server: RedisServer, servers: list[ServerProcess]) -> None:
     clients: list[RawClient] = []
     try:
         port_a, port_b = await asyncio.gather(*(s.ready() for s in servers))
@@ -190,10 +216,6 @@ async def test_two_processes_deliver_exactly_once(redis_server: RedisServer, tmp
         await asyncio.gather(*(expect(c, quiet=0.3) for c in clients))
     finally:
         close_all(clients)
-        codes = [server.stop() for server in servers]
-    assert codes == [0, 0], [p.read_text() for p in tmp_path.glob("*.log")]
-    for log in tmp_path.glob("*.log"):
-        assert "Traceback" not in log.read_text()
 
 
 # ---------------------------------------------------------------- subscriptions follow clients
@@ -371,24 +393,32 @@ class SilentHost:
         await self._server.wait_closed()
 
 
-async def test_a_host_that_accepts_and_stays_silent_fails_start_within_connect_timeout(
-        caplog: pytest.LogCaptureFixture) -> None:
+async def check_silent_host_fails_start(make: Callable[[int], RedisBackplane],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """``make(port)``, a backplane with ``connect_timeout=0.5`` for a host on ``port``,
+    fails the app's start against a host that accepts and answers nothing: a clear error,
+    logged, within the bound."""
     async with SilentHost() as silent:
-        url = f"redis://127.0.0.1:{silent.port}/0"
-        app = make_app(backplane(url, connect_timeout=0.5))
+        bp = make(silent.port)
+        app = make_app(bp)
         started = time.monotonic()
-        with pytest.raises(BackplaneError, match=rf"cannot reach Redis at {re.escape(url)}: "
+        with pytest.raises(BackplaneError, match=rf"cannot reach Redis at {re.escape(bp.where)}: "
                                                  r"no answer within connect_timeout \(0.5 s\)"):
             async with app.serve():
                 pass
         # Bounded by connect_timeout (not hung, nor left to the client library's own read
         # timeout), and the TCP connection was made: it is the handshake that waited.
         assert time.monotonic() - started < 4
-
         assert silent.accepted >= 1
     logged = [r for r in caplog.records if r.name == "harpia" and r.levelno == logging.ERROR]
     assert any("no answer within connect_timeout" in r.getMessage() for r in logged), logged
     assert not app.hub.servers and not app.hub.backplane_running
+
+
+async def test_a_host_that_accepts_and_stays_silent_fails_start_within_connect_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    await check_silent_host_fails_start(
+        lambda port: backplane(f"redis://127.0.0.1:{port}/0", connect_timeout=0.5), caplog)
 
 
 async def test_a_silent_host_while_reconnecting_is_retried_not_waited_on(

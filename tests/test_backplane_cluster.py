@@ -12,35 +12,23 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.crc import key_slot
-from redis_cluster import RedisCluster, RedisNode
+from redis_cluster import RedisCluster, RedisNode, cluster  # noqa: F401 - a fixture
 from test_backplane import ServerProcess, close_all, command, eventually, expect, make_app, open_clients
+from test_backplane import fast_backplane, server_processes
 from wsclient import RawClient
 
 from harpia import ConfigurationError, RedisClusterBackplane, harpia
 from harpia.backplane import make_backplane
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    deployment = RedisCluster.start()
-    try:
-        yield deployment
-    finally:
-        deployment.stop()
-
-
 def backplane(url: str, **options: Any) -> RedisClusterBackplane:
-    """Fast re-routing for the tests (the defaults are for production)."""
-    options.setdefault("min_backoff", 0.02)
-    options.setdefault("max_backoff", 0.2)
     options.setdefault("ping_interval", 1.0)
-    return RedisClusterBackplane(url, **options)
+    return fast_backplane(RedisClusterBackplane, url, **options)
 
 
 def topics_on_every_master(cluster: RedisCluster, per_master: int = 2) -> dict[int, list[str]]:
@@ -87,7 +75,12 @@ def test_cluster_urls() -> None:
 async def test_processes_deliver_exactly_once_on_every_shard(cluster: RedisCluster, tmp_path: Path) -> None:
     by_master = topics_on_every_master(cluster)
     topics = [name for names in by_master.values() for name in names]
-    servers = [ServerProcess(cluster.url, tmp_path / f"server{i}.log") for i in range(2)]
+    with server_processes(cluster.url, tmp_path) as servers:
+        await deliver_on_every_shard(cluster, servers, topics, by_master)
+
+
+async def deliver_on_every_shard(cluster: RedisCluster, servers: list[ServerProcess],
+                                 topics: list[str], by_master: dict[int, list[str]]) -> None:
     clients: list[RawClient] = []
     try:
         port_a, port_b = await asyncio.gather(*(s.ready() for s in servers))
@@ -125,10 +118,6 @@ async def test_processes_deliver_exactly_once_on_every_shard(cluster: RedisClust
                          timeout=15, what="no shard subscription left")
     finally:
         close_all(clients)
-        codes = [server.stop() for server in servers]
-    assert codes == [0, 0], [p.read_text() for p in tmp_path.glob("*.log")]
-    for log in tmp_path.glob("*.log"):
-        assert "Traceback" not in log.read_text()
 
 
 async def test_subscriptions_are_batched_per_slot(cluster: RedisCluster) -> None:
