@@ -49,12 +49,15 @@ WSLOAD = LOADGEN_DIR / "wsload"
 SERVERS_DIR = BENCH_DIR / "servers"
 RESULTS_DIR = BENCH_DIR / "results"
 
-SERVERS = ("harpia", "harpia-busypoll", "harpia-nohist", "picows", "websockets", "aiohttp", "bun")
+SERVERS = ("harpia", "harpia-busypoll", "harpia-nohist", "harpia-looptransport", "picows", "websockets", "aiohttp", "bun")
 # A variant is a server run with extra arguments: name -> (server, arguments).
 # harpia-busypoll: the loop keeps polling for 200 us after a read instead of sleeping
 # (App(busy_poll=...), off by default): lower latency for CPU while traffic flows.
 # harpia-nohist: without the latency histograms, to measure what they cost.
+# harpia-looptransport: the event loop's own transports do the socket I/O
+# (App(loop_transport=True)), to measure what harpia's own I/O gains.
 VARIANTS = {"harpia-busypoll": ("harpia", ("--busy-poll", "0.0002")),
+            "harpia-looptransport": ("harpia", ("--loop-transport",)),
             "harpia-nohist": ("harpia", ("--no-latency-histograms",))}
 BASELINE = "picows"
 HOST = "127.0.0.1"

@@ -22,6 +22,13 @@ cdef enum:
     KEEP_BUFFER = 4096
 
 
+cdef class ByteSink:
+    # Where output can go at C level, without a bytes object or a Python call per write
+    # (harpia._transport.SocketTransport is one).
+    cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1
+    cdef Py_ssize_t buffered_size(self) noexcept
+
+
 @cython.final
 cdef class OutputBuffer:
     cdef ByteBuffer queued
@@ -33,6 +40,7 @@ cdef class OutputBuffer:
     cdef object writer
     cdef object writelines
     cdef object buffer_size
+    cdef ByteSink sink               # when set, used instead of writer and buffer_size
 
     cdef Py_ssize_t append_masked_frame(self, uint8_t first_byte, const uint8_t *data,
                                         Py_ssize_t n) except -1
@@ -60,7 +68,8 @@ cdef class OutputBuffer:
         return self.queued.len >= CORK_FLUSH_AT and not self.writing_paused
 
     cdef inline bint can_write_direct(self, Py_ssize_t n) noexcept:
-        return n >= DIRECT_WRITE_AT and self.writer is not None and not self.writing_paused
+        return n >= DIRECT_WRITE_AT and (self.writer is not None or self.sink is not None) \
+            and not self.writing_paused
 
     # The per-frame and per-turn methods are inline: the engine's units call them from
     # other modules, where a method of this class is otherwise a call through its vtable
@@ -90,9 +99,17 @@ cdef class OutputBuffer:
         return n
 
     cdef inline bint write(self) except -1:
-        # Hand what is queued to the writer (unless paused); True if anything went.
+        # Hand what is queued to the sink or the writer (unless paused); True if anything went.
         cdef bytes data
-        if self.queued.len == 0 or self.writing_paused or self.writer is None:
+        cdef Py_ssize_t n = self.queued.len
+        if n == 0 or self.writing_paused:
+            return False
+        if self.sink is not None:
+            self.queued.len = 0          # the bytes stay where they are until trimmed
+            self.sink.write_ptr(self.queued.data, n)
+            buffer_trim(&self.queued, KEEP_BUFFER)
+            return True
+        if self.writer is None:
             return False
         data = buffer_copy_bytes(&self.queued)
         self.queued.len = 0

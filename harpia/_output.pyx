@@ -5,7 +5,8 @@ The buffer says whether a frame is admitted (``admits``: not over the limit), qu
 and tells when the bytes buffered here and in the transport crossed the backpressure limit
 (``went_over_limit``) and when they fell back (``drain_reached``); the frame engine decides
 what follows (drop, pause reading, close with 1013, fire ``drain``).  Nothing here knows
-about WebSocket state or asyncio: the writer is any ``writer(bytes)`` callable.
+about WebSocket state or asyncio: the writer is any ``writer(bytes)`` callable, or a
+``ByteSink`` that takes the bytes where they are.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t
@@ -16,6 +17,16 @@ from harpia._wire cimport random_mask_key
 cdef extern from "_mask.h" nogil:
     void harpia_mask(unsigned char *dst, const unsigned char *src, size_t n,
                      const unsigned char *key, size_t phase)
+
+
+cdef class ByteSink:
+    """Takes output at C level (see _output.pxd); this base takes nothing."""
+
+    cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1:
+        return 0
+
+    cdef Py_ssize_t buffered_size(self) noexcept:
+        return 0
 
 
 cdef class OutputBuffer:
@@ -49,6 +60,15 @@ cdef class OutputBuffer:
         cdef Py_ssize_t queued = self.queued.len
         cdef bytes head
         cdef char *p
+        if self.sink is not None:
+            # What is queued and the header from the buffer, the payload from where it is.
+            buffer_reserve(&self.queued, total - n)
+            write_header(<uint8_t *>self.queued.data + queued, first_byte, n, NULL)
+            self.queued.len = 0
+            self.sink.write_ptr(self.queued.data, queued + total - n)
+            self.sink.write_ptr(<const char *>data, n)
+            self.transport_buffered = self.sink.buffered_size()
+            return total
         if payload is not None:
             head = PyBytes_FromStringAndSize(NULL, queued + total - n)
             p = PyBytes_AS_STRING(head)
@@ -83,8 +103,11 @@ cdef class OutputBuffer:
         every write that nibbles at the buffer."""
         if not self.awaiting_drain:
             return False
-        if self.buffer_size is not None and not self.writing_paused:
-            self.transport_buffered = self.buffer_size()
+        if not self.writing_paused:
+            if self.sink is not None:
+                self.transport_buffered = self.sink.buffered_size()
+            elif self.buffer_size is not None:
+                self.transport_buffered = self.buffer_size()
         if self.queued.len + self.transport_buffered <= self.limit // 4:
             self.awaiting_drain = False
             return True
@@ -101,4 +124,5 @@ cdef class OutputBuffer:
         self.writer = None
         self.writelines = None
         self.buffer_size = None
+        self.sink = None
         buffer_free(&self.queued)

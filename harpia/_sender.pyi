@@ -8,6 +8,7 @@ from typing_extensions import TypeAlias, disjoint_base
 
 from harpia._deflate import PerMessageDeflate
 from harpia._loop import LoopContext, LoopMember
+from harpia._output import ByteSink
 
 _Message: TypeAlias = str | bytes
 _Event: TypeAlias = (
@@ -72,9 +73,12 @@ class FrameSender(LoopMember):
         loop: LoopContext | None = None,
         writelines: Callable[[Iterable[bytes]], object] | None = None,
         buffer_size: Callable[[], int] | None = None,
+        sink: ByteSink | None = None,
     ) -> None:
         """Hand output to ``writer``, batched per loop turn by ``loop``; ``writelines`` avoids
-        copies of large payloads, ``buffer_size()`` reports what the transport still holds."""
+        copies of large payloads, ``buffer_size()`` reports what the transport still holds.
+        A ``sink`` (``harpia._transport.SocketTransport``) takes the place of all three: the
+        output goes to it at C level."""
     def send(self, message: str | ReadableBuffer, compress: bool | None = None) -> int:
         """Queue ``str`` as text, bytes-like as binary: frame size, -1 if now over the limit, 0 if dropped.
 

@@ -17,7 +17,7 @@ from libc.string cimport memcpy
 
 from harpia._deflate cimport PerMessageDeflate, trim_output
 from harpia._loop cimport LoopContext, LoopMember
-from harpia._output cimport OVER_LIMIT, OutputBuffer
+from harpia._output cimport OVER_LIMIT, ByteSink, OutputBuffer
 from harpia._wire cimport (FIN, MAX_CONTROL_PAYLOAD, RSV1, CloseCode, Opcode, ReadyState,
                            close_code_ok)
 
@@ -227,8 +227,10 @@ cdef class FrameSender(LoopMember):
     # ------------------------------------------------------------------ public API
     # (documented in _sender.pyi)
 
-    def attach(self, writer, LoopContext loop=None, writelines=None, buffer_size=None):
-        """Hand output to ``writer``, batched per loop turn by ``loop``."""
+    def attach(self, writer, LoopContext loop=None, writelines=None, buffer_size=None,
+               ByteSink sink=None):
+        """Hand output to ``writer`` (or ``sink``), batched per loop turn by ``loop``."""
+        self.output.sink = sink
         self.output.writer = writer
         self.output.writelines = writelines
         self.output.buffer_size = buffer_size

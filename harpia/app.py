@@ -77,6 +77,7 @@ class App:
         busy_poll: float = 0.0,
         max_connections_per_ip: int | None = None,
         latency_histograms: bool = True,
+        loop_transport: bool = False,
     ) -> None:
         for name, value in (("handshake_timeout", handshake_timeout), ("close_timeout", close_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -110,6 +111,12 @@ class App:
         #: WebSocket connections one client address may hold open in this process; over it
         #: an upgrade is answered 429 with Retry-After.  None: no cap.  See harpia/limits.py.
         self.max_connections_per_ip = max_connections_per_ip
+        if not isinstance(loop_transport, bool):
+            raise ConfigurationError("loop_transport must be True or False")
+        #: A compatibility and debugging switch: True lets the event loop's own transports
+        #: accept, read and write plain TCP and Unix sockets, as TLS sockets always are,
+        #: instead of harpia's (see docs/performance.md).  Read when a listener starts.
+        self.loop_transport = loop_transport
         if not isinstance(latency_histograms, bool):
             raise ConfigurationError("latency_histograms must be True or False")
         #: The routes, WebSocket and HTTP, by path.

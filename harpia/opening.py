@@ -75,10 +75,7 @@ def hand_over(ws: ServerWebSocket[Any], transport: asyncio.Transport, host: Open
     # without the -1 that arms drain (then every send is 0 and drain never comes).
     # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
     transport.set_write_buffer_limits(high=1, low=0)
-    # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
-    # transport queues what writelines() gets without calling pause_writing, so the
-    # backpressure limit would never be seen; two write()s cost no copy either.
-    ws.attach(transport.write, host.cork, None, transport.get_write_buffer_size)
+    ws.attach_transport(transport, host.cork)
     host.connection_opened(ws)
     ws.handshake_completed()
     if early:

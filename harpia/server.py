@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
 from . import _frames, _loop
+from ._acceptor import ACCEPT_RETRY_DELAY, AcceptingServer
 from .accept import Accept
 from .connection import UNRESOLVED, ServerWebSocket, peer_address
 from .errors import ConfigurationError, HandshakeError, ProxyProtocolError
@@ -43,7 +44,7 @@ from .opening import accept_response, deflate_agreement, hand_over
 from .proxy_protocol import ProxyHeaderParser
 from .request import Request
 from .routing import HttpRoute, Router, WebSocketRoute
-from .sockets import bind_unix, unlink_unix
+from .sockets import bind_unix, start_server, unlink_unix
 from .tls import make_ssl_context, start_server_tls
 from .topics import ConnectionSet
 
@@ -88,6 +89,8 @@ class ServedApp(Protocol):
     def max_pending_tls_handshakes(self) -> int | None: ...
     @property
     def busy_poll(self) -> float: ...
+    @property
+    def loop_transport(self) -> bool: ...
     @property
     def router(self) -> Router[WebSocketRoute | HttpRoute]: ...
     @property
@@ -142,7 +145,7 @@ class Listener:
         self.handshake_timeout = app.handshake_timeout
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.cork: _loop.LoopContext | None = None
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | AcceptingServer | None = None
         self._port: int | None = None
         self.accepting = False
         # Every connection this listener upgraded that has not ended yet, open or closing
@@ -209,25 +212,23 @@ class Listener:
             self._unix_inode = os.stat(self.unix).st_ino
         # TLS is started by HttpProtocol (loop.start_tls), not here: then a connection
         # still in its TLS handshake counts against the pending-handshake caps and the
-        # handshake deadline like one still sending its request head.
-        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-            self._server = await self.loop.create_unix_server(lambda: HttpProtocol(self), sock=sock)
-        elif sock is not None:
-            self._server = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock)
-        else:
-            self._server = await self.loop.create_server(
-                lambda: HttpProtocol(self),
-                self.host,
-                self.requested_port,
-                reuse_port=self.reuse_port or None,
-                backlog=self.backlog,
-            )
+        # handshake deadline like one still sending its request head.  start_tls needs the
+        # loop's own transport: TLS listeners accept through the loop.
+        self._server = await start_server(
+            self.loop, lambda: HttpProtocol(self), sock=sock, host=self.host,
+            port=self.requested_port, reuse_port=self.reuse_port, backlog=self.backlog,
+            own_io=self.ssl_context is None and not self.app.loop_transport,
+            on_accept_error=self._accept_failed)
         bound = self._server.sockets[0].getsockname()
         self._port = int(bound[1]) if isinstance(bound, tuple) else 0
         return await self._serve()
 
+    def _accept_failed(self, err: int) -> None:
+        self._refused_connections.warn("cannot accept connections (%s); trying again in %.2f s",
+                                       os.strerror(err), ACCEPT_RETRY_DELAY)
+
     @property
-    def server(self) -> asyncio.Server | None:
+    def server(self) -> asyncio.Server | AcceptingServer | None:
         """The asyncio server accepting for this listener (None until it starts, and for
         connections handed over in process)."""
         return self._server

@@ -8,13 +8,17 @@
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import stat
+from collections.abc import Callable
+from typing import Any
 
+from ._acceptor import AcceptingServer
 from .errors import ConfigurationError
 
-__all__ = ["bind_unix", "inherited_socket", "systemd_sockets", "unlink_unix", "SD_LISTEN_FDS_START"]
+__all__ = ["start_server", "bind_tcp", "bind_unix", "inherited_socket", "systemd_sockets", "unlink_unix", "SD_LISTEN_FDS_START"]
 
 #: systemd passes activated sockets as descriptors 3, 4, ... (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -50,6 +54,57 @@ def bind_unix(path: str, backlog: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def bind_tcp(host: str | None, port: int, *, reuse_port: bool, backlog: int) -> list[socket.socket]:
+    """Listening TCP sockets for ``host`` (one per address it resolves to), as
+    ``loop.create_server`` binds them: ``SO_REUSEADDR``, ``IPV6_V6ONLY`` on IPv6 (so an IPv4
+    socket on the same port does not collide), ``SO_REUSEPORT`` when asked."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(exc.errno, f"error while attempting to bind on address "
+                                         f"{address!r}: {exc.strerror}") from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+async def start_server(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], Any], *,
+                       sock: socket.socket | None, host: str, port: int, reuse_port: bool,
+                       backlog: int, own_io: bool, on_accept_error: Callable[[int], object],
+                       ) -> asyncio.Server | AcceptingServer:
+    """Accept on ``sock``, else on TCP ``host:port``, for ``protocol_factory``: with harpia's
+    own socket I/O (``own_io``; ``on_accept_error(errno)`` hears of failed accepts), else
+    through the loop's ``create_server``."""
+    if own_io:
+        if sock is not None:
+            sock.listen(backlog)
+        sockets = [sock] if sock is not None else bind_tcp(host, port, reuse_port=reuse_port,
+                                                            backlog=backlog)
+        return AcceptingServer(loop, sockets, protocol_factory, on_accept_error)
+    if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+        return await loop.create_unix_server(protocol_factory, sock=sock)
+    if sock is not None:
+        return await loop.create_server(protocol_factory, sock=sock)
+    return await loop.create_server(protocol_factory, host, port,
+                                    reuse_port=reuse_port or None, backlog=backlog)
 
 
 def unlink_unix(path: str, inode: int) -> None:

@@ -1,0 +1,647 @@
+# cython: language_level=3
+"""``SocketTransport``: a plain TCP or Unix stream socket that harpia reads and writes itself.
+
+Readiness comes from a ``SocketPoller``: one epoll set per listener, which the event loop
+watches as a single reader (``add_reader``, which asyncio's selector loop and uvloop both
+have).  When it is ready, one Python call (``_ready``) takes every ready socket and calls
+its transport at C level.  Why not ``add_reader`` per socket: uvloop makes a poll handle and
+a callback handle per socket (about 0.6 KiB of an idle connection), a Python call per read,
+and, when the socket reports an error (a reset), stops the poll and never calls the reader,
+so a reset connection would linger.  Reads are one ``recv`` per readiness and writes a
+``send`` tried at once, so a reply leaves at the end of the read that produced it.  When the protocol is the frame engine the read goes straight
+into the engine's receive area (or into the message being reassembled) and the engine is
+called at C level: no Python call per read beyond the loop's readiness callback.
+
+It is the part of ``asyncio.Transport`` that harpia's protocols use, with asyncio's
+semantics: ``pause_writing`` above the high-water mark and ``resume_writing`` at the low
+one (backpressure depends on it), ``close()`` flushes first, ``abort()`` does not,
+``connection_lost`` is called exactly once, from a loop callback.  TLS stays on the loop's
+own transports.
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EAGAIN, EWOULDBLOCK, EINTR
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from libc.stdint cimport uint32_t
+from libc.stdlib cimport malloc
+from libc.string cimport memcpy, memmove, strerror, strlen
+
+from harpia._buffer cimport buffer_free, buffer_reserve, buffer_trim
+from harpia._frames cimport FrameEngine
+from harpia._loop cimport LoopContext
+
+cdef extern from "<sys/types.h>":
+    ctypedef long ssize_t
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t c_send "send" (int fd, const void *buf, size_t n, int flags)
+    ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
+    int c_shutdown "shutdown" (int fd, int how)
+    int SHUT_WR
+    int MSG_NOSIGNAL
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+cdef extern from "<unistd.h>" nogil:
+    int c_close "close" (int fd)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t "epoll_data":
+        void *ptr
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL
+    uint32_t EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP
+
+cdef enum:
+    # asyncio's default marks: pause the protocol over 64 KiB, resume at 16 KiB.
+    DEFAULT_HIGH = 65536
+    # What a protocol that is not the engine gets per read (asyncio's max_size); copied
+    # out of one shared area, since those protocols take bytes objects.
+    PLAIN_READ_SIZE = 262144
+    # An emptied output buffer larger than this is freed: an idle connection holds nothing.
+    KEEP_OUTPUT = 16384
+    # Ready sockets taken per wake-up; more wait for the next loop turn (level-triggered,
+    # nothing is lost), so timers and other readers get their turn in between.
+    MAX_EVENTS = 256
+
+# Shared by every transport of the process that is not the engine's: filled by recv and
+# copied into a bytes object before any Python code runs (so no other thread can see it
+# half-read: the GIL is held throughout).
+cdef char *_plain_area = NULL
+
+# asyncio.BufferedProtocol, looked up once (asyncio is always loaded when a loop runs).
+cdef object _BufferedProtocol = None
+
+
+cdef object peer_address(const void *address, socklen_t addrlen):
+    """A sockaddr as the socket module gives it: ``(host, port)`` for IPv4, ``(host, port,
+    flowinfo, scope_id)`` for IPv6, the path for Unix."""
+    cdef const sockaddr_storage *addr = <const sockaddr_storage *>address
+    cdef char text[64]
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    cdef sockaddr_un *un
+    cdef Py_ssize_t n
+    if addr.ss_family == AF_INET:
+        v4 = <sockaddr_in *>addr
+        inet_ntop(AF_INET, &v4.sin_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(v4.sin_port))
+    if addr.ss_family == AF_INET6:
+        v6 = <sockaddr_in6 *>addr
+        inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                v6.sin6_scope_id)
+    if addr.ss_family == AF_UNIX:
+        # A client socket is usually unnamed: '' as socket.getpeername() says.
+        un = <sockaddr_un *>addr
+        n = <Py_ssize_t>addrlen - 2            # minus sun_family
+        if n <= 0:
+            return ""
+        if un.sun_path[0] == 0:                # the abstract namespace: bytes, as socket does
+            return PyBytes_FromStringAndSize(un.sun_path, n)
+        return un.sun_path[:strlen(un.sun_path)].decode("utf-8", "surrogateescape")
+    return None
+
+
+
+@cython.final
+cdef class SocketPoller:
+    """The epoll set of a listener's connections, watched by the loop as one reader."""
+
+    def __cinit__(self, loop):
+        self.loop = loop
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise _os_error(errno)
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            c_close(self.epfd)
+
+    cdef int update(self, SocketTransport t, uint32_t events) except -1:
+        """Watch ``t``'s socket for ``events`` (0: not at all).  While watched, the set
+        holds a reference to ``t``: the pointer in the epoll set stays valid."""
+        cdef epoll_event ev
+        cdef int op
+        if events == t.interest:
+            return 0
+        ev.events = events
+        ev.data.ptr = <void *>t
+        if events == 0:
+            op = EPOLL_CTL_DEL
+        elif t.interest == 0:
+            op = EPOLL_CTL_ADD
+        else:
+            op = EPOLL_CTL_MOD
+        if epoll_ctl(self.epfd, op, t.fd, &ev) < 0:
+            raise _os_error(errno)
+        if op == EPOLL_CTL_ADD:
+            Py_INCREF(t)
+            self.registered += 1
+            if not self.watching:
+                self.watching = True
+                self.loop.add_reader(self.epfd, self._ready)
+        t.interest = events
+        if op == EPOLL_CTL_DEL:
+            self.registered -= 1
+            if self.registered == 0 and self.retired:
+                self._unwatch()
+            Py_DECREF(t)                # last: it may free t
+        return 0
+
+    def retire(self):
+        """The listener stopped accepting: stop watching once no socket is left."""
+        self.retired = True
+        if self.registered == 0:
+            self._unwatch()
+
+    cdef int _unwatch(self) except -1:
+        if self.watching:
+            self.watching = False
+            self.loop.remove_reader(self.epfd)
+        return 0
+
+    def _ready(self):
+        cdef epoll_event events[MAX_EVENTS]
+        cdef int n = epoll_wait(self.epfd, events, MAX_EVENTS, 0)
+        cdef int i
+        cdef uint32_t ev
+        cdef SocketTransport t
+        if n <= 0:
+            return
+        # A callback may stop watching another socket of this batch (and drop the set's
+        # reference to it): hold every one until the batch is done.
+        for i in range(n):
+            Py_INCREF(<SocketTransport>events[i].data.ptr)
+        try:
+            for i in range(n):
+                t = <SocketTransport>events[i].data.ptr
+                ev = events[i].events
+                try:
+                    # An error or a hang-up is news for whichever side is watched.
+                    if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and t.interest & EPOLLIN:
+                        t._read_ready()
+                    if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP) and t.interest & EPOLLOUT:
+                        t._write_ready()
+                    if t.interest & ~t._wanted():
+                        t._update()         # it paused meanwhile: stop watching for that
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    t._report(exc, "Fatal error in a socket transport")
+                    t._force_close(exc)
+        finally:
+            for i in range(n):
+                Py_DECREF(<SocketTransport>events[i].data.ptr)
+
+
+cdef SocketTransport new_transport(object loop, SocketPoller poller, int fd, int family,
+                                   object peername, object protocol):
+    """A transport owning ``fd`` (connected, non-blocking); ``start()`` makes it live."""
+    cdef SocketTransport t = SocketTransport.__new__(SocketTransport)
+    t.fd = fd
+    t.family = family
+    t.loop = loop
+    t.poller = poller
+    t.peername = peername
+    t.high = DEFAULT_HIGH
+    t.low = DEFAULT_HIGH // 4
+    t.set_protocol(protocol)
+    return t
+
+
+@cython.final
+cdef class SocketTransport(ByteSink):
+    """The transport of an accepted plain TCP or Unix socket (see the module docstring)."""
+
+    def __dealloc__(self):
+        buffer_free(&self.out)
+        if self.fd >= 0 and self.loop is not None and not self.lost:
+            # Never started or never lost (an error while accepting): do not leak the fd.
+            c_close(self.fd)
+
+    cdef int start(self) except -1:
+        """``connection_made``, then reading (unless the protocol paused it meanwhile)."""
+        self.connected = True
+        try:
+            self.protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.connection_made() call failed.")
+            return 0
+        if not self.closing and not self.paused:
+            self._add_reader()
+        return 0
+
+    # ------------------------------------------------------------------ protocol
+
+    def set_protocol(self, protocol):
+        global _BufferedProtocol
+        self.protocol = protocol
+        if isinstance(protocol, FrameEngine):
+            self.engine = <FrameEngine>protocol
+            self.buffered_protocol = False
+            return
+        self.engine = None
+        if _BufferedProtocol is None:
+            import asyncio
+            _BufferedProtocol = asyncio.BufferedProtocol
+        self.buffered_protocol = isinstance(protocol, _BufferedProtocol)
+
+    def get_protocol(self):
+        return self.protocol
+
+    def get_extra_info(self, name, default=None):
+        if name == "peername":
+            if self.peername is None and self.peer_len:
+                self.peername = peer_address(self.peer, self.peer_len)
+            return self.peername
+        if name == "sockname":
+            if self.sockname is None and not self.lost:
+                self.sockname = self._socket().getsockname()
+            return self.sockname if self.sockname is not None else default
+        if name == "socket":
+            return self._socket() if not self.lost else default
+        return default
+
+    def _socket(self):
+        # Made only when asked for; detached (not closed) when the connection ends, since
+        # the fd is ours.
+        if self.sock is None:
+            import socket
+            self.sock = socket.socket(fileno=self.fd)
+        return self.sock
+
+    def is_closing(self):
+        return self.closing
+
+    # ------------------------------------------------------------------ reading
+
+    def is_reading(self):
+        return not self.paused and not self.closing
+
+    def pause_reading(self):
+        if self.closing or self.paused:
+            return
+        self.paused = True
+        self._remove_reader()
+
+    def resume_reading(self):
+        if self.closing or not self.paused:
+            return
+        self.paused = False
+        self._add_reader()
+
+    cdef int _add_reader(self) except -1:
+        self.want_read = True
+        return self._update(True)
+
+    cdef int _remove_reader(self) except -1:
+        # Lazily: the socket stays watched until it reports something (then the poller
+        # stops watching it) or the connection ends.  The upgrade pauses reading while it
+        # answers and resumes at once: that costs no system call.
+        self.want_read = False
+        return 0
+
+    cdef uint32_t _wanted(self) noexcept:
+        cdef uint32_t events = 0
+        if self.fd >= 0:
+            if self.want_read:
+                events = EPOLLIN
+            if self.out.len != self.out_start:
+                events |= EPOLLOUT
+        return events
+
+    cdef int _update(self, bint lazy=False) except -1:
+        # ``lazy``: only start watching for more, never for less (see _remove_reader).
+        cdef uint32_t events = self._wanted()
+        if lazy and not (events & ~self.interest):
+            return 0
+        return self.poller.update(self, events)
+
+    cdef int _read_ready(self) except -1:
+        if self.lost or not self.want_read:
+            return 0
+        if self.engine is not None and self.engine.loop is not None:
+            return self._read_engine()
+        if self.buffered_protocol or self.engine is not None:
+            return self._read_buffered()
+        return self._read_plain()
+
+    cdef int _read_engine(self) except -1:
+        # FrameEngine.get_buffer + buffer_updated, at C level.
+        cdef FrameEngine engine = self.engine
+        cdef LoopContext context = engine.loop
+        cdef Py_ssize_t window = engine._direct_window()
+        cdef ssize_t n
+        cdef char *area
+        try:
+            if window:
+                # Inside a large frame: straight into the message, unmasked in place.
+                n = c_recv(self.fd, engine.msg.data + engine.msg.len, window, 0)
+                if n > 0:
+                    engine._read_begin(n)
+                    engine.in_feed = True
+                    engine.read_frames = engine.read_inflated = 0
+                    try:
+                        engine._payload_direct(n)
+                    finally:
+                        engine.in_feed = False
+                    engine._read_end()
+                    return 0
+            else:
+                if context.recv_area is None:
+                    context.receive_area()
+                area = PyByteArray_AS_STRING(context.recv_area)
+                n = c_recv(self.fd, area, PyByteArray_GET_SIZE(context.recv_area), 0)
+                if n > 0:
+                    engine._feed_ptr(<const unsigned char *>area, n, None)
+                    return 0
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.buffer_updated() call failed.")
+            return 0
+        if n == 0:
+            return self._eof()
+        return self._read_failed(errno)
+
+    cdef int _read_buffered(self) except -1:
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err = 0
+        try:
+            buf = self.protocol.get_buffer(-1)
+            PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+            try:
+                if view.len == 0:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+                n = c_recv(self.fd, view.buf, view.len, 0)
+                err = errno
+            finally:
+                PyBuffer_Release(&view)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return 0
+        if n == 0:
+            return self._eof()
+        if n < 0:
+            return self._read_failed(err)
+        try:
+            self.protocol.buffer_updated(n)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.buffer_updated() call failed.")
+        return 0
+
+    cdef int _read_plain(self) except -1:
+        global _plain_area
+        cdef ssize_t n
+        if _plain_area == NULL:
+            _plain_area = <char *>malloc(PLAIN_READ_SIZE)
+            if _plain_area == NULL:
+                raise MemoryError()
+        n = c_recv(self.fd, _plain_area, PLAIN_READ_SIZE, 0)
+        if n == 0:
+            return self._eof()
+        if n < 0:
+            return self._read_failed(errno)
+        data = PyBytes_FromStringAndSize(_plain_area, n)
+        try:
+            self.protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.data_received() call failed.")
+        return 0
+
+    cdef int _read_failed(self, int err) except -1:
+        if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
+            return 0                      # a spurious wake-up: the loop calls again
+        self._fatal(_os_error(err), "Fatal read error on socket transport")
+        return 0
+
+    cdef int _eof(self) except -1:
+        cdef object keep_open
+        try:
+            keep_open = self.protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.eof_received() call failed.")
+            return 0
+        if keep_open:
+            # Half-closed: the peer sends no more, we may still write.
+            self._remove_reader()
+        else:
+            self.close()
+        return 0
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data):
+        cdef Py_buffer view
+        if self.eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len:
+                self.write_ptr(<const char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    def writelines(self, list_of_data):
+        for data in list_of_data:
+            self.write(data)
+
+    cdef Py_ssize_t buffered_size(self) noexcept:
+        return self.out.len - self.out_start
+
+    cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1:
+        """``write``, at C level (the frame engine's output comes this way)."""
+        cdef ssize_t sent
+        cdef int err
+        cdef Py_ssize_t pending = self.out.len - self.out_start
+        if self.lost or n == 0:
+            return 0                        # as asyncio: writes after the end are dropped
+        if pending == 0:
+            sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
+            if sent < 0:
+                err = errno
+                if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
+                    self._fatal(_os_error(err), "Fatal write error on socket transport")
+                    return 0
+                sent = 0
+            if sent == n:
+                return 0
+            p += sent
+            n -= sent
+        elif self.out_start and self.out.len + n > self.out.cap:
+            # Reuse the room the kernel freed at the front before growing.
+            memmove(self.out.data, self.out.data + self.out_start, pending)
+            self.out.len = pending
+            self.out_start = 0
+        buffer_reserve(&self.out, n)
+        memcpy(self.out.data + self.out.len, p, n)
+        self.out.len += n
+        if pending == 0:
+            self._update(True)              # watch for writability
+        return self._maybe_pause_protocol()
+
+    cdef int _write_ready(self) except -1:
+        cdef ssize_t sent
+        cdef int err
+        if self.lost or self.out.len == self.out_start:
+            return 0
+        sent = c_send(self.fd, self.out.data + self.out_start, self.out.len - self.out_start,
+                      MSG_NOSIGNAL)
+        if sent < 0:
+            err = errno
+            if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
+                return 0
+            self.out.len = self.out_start = 0
+            self._update()
+            self._fatal(_os_error(err), "Fatal write error on socket transport")
+            return 0
+        self.out_start += sent
+        if self.out_start == self.out.len:
+            self.out.len = self.out_start = 0
+            buffer_trim(&self.out, KEEP_OUTPUT)
+        self._maybe_resume_protocol()      # may write more
+        if self.out.len == self.out_start and not self.lost:
+            self._update()
+            if self.closing:
+                self._call_connection_lost(None)
+            elif self.eof_written:
+                c_shutdown(self.fd, SHUT_WR)
+        return 0
+
+    def get_write_buffer_size(self):
+        return self.out.len - self.out_start
+
+    def get_write_buffer_limits(self):
+        return (self.low, self.high)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = DEFAULT_HIGH if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self.high = high
+        self.low = low
+        self._maybe_pause_protocol()
+
+    cdef int _maybe_pause_protocol(self) except -1:
+        if self.out.len - self.out_start <= self.high or self.writing_paused:
+            return 0
+        self.writing_paused = True
+        try:
+            self.protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._report(exc, "protocol.pause_writing() failed")
+        return 0
+
+    cdef int _maybe_resume_protocol(self) except -1:
+        if self.writing_paused and self.out.len - self.out_start <= self.low:
+            self.writing_paused = False
+            try:
+                self.protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._report(exc, "protocol.resume_writing() failed")
+        return 0
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        if self.closing or self.eof_written:
+            return
+        self.eof_written = True
+        if self.out.len == self.out_start:
+            c_shutdown(self.fd, SHUT_WR)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self):
+        """Stop reading, write what is buffered, then close (``connection_lost(None)``)."""
+        if self.closing:
+            return
+        self.closing = True
+        self._remove_reader()
+        if self.out.len == self.out_start and not self.lost:
+            self.lost = True
+            self.loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        """Close at once, dropping what is buffered."""
+        self._force_close(None)
+
+    cdef int _force_close(self, object exc) except -1:
+        if self.lost:
+            return 0
+        self.out.len = self.out_start = 0
+        self.closing = True
+        self._remove_reader()
+        self.lost = True
+        self.loop.call_soon(self._call_connection_lost, exc)
+        return 0
+
+    cdef int _fatal(self, object exc, str message) except -1:
+        # A reset or a broken pipe is the peer's doing, not an error worth reporting.
+        if not isinstance(exc, OSError):
+            self._report(exc, message)
+        return self._force_close(exc)
+
+    def _report(self, exc, message):
+        self.loop.call_exception_handler({"message": message, "exception": exc,
+                                          "transport": self, "protocol": self.protocol})
+
+    def _call_connection_lost(self, exc):
+        self.lost = True
+        protocol = self.protocol
+        try:
+            if self.connected:
+                protocol.connection_lost(exc)
+        finally:
+            self.want_read = False
+            self.out.len = self.out_start = 0
+            self._update()                  # before the fd is closed (and reused)
+            if self.sock is not None:
+                self.sock.detach()
+                self.sock = None
+            if self.fd >= 0:
+                c_close(self.fd)
+                self.fd = -1
+            buffer_free(&self.out)
+            self.out_start = 0
+            self.protocol = None
+            self.engine = None
+
+    def __repr__(self):
+        state = "closed" if self.lost else "closing" if self.closing else "open"
+        return f"<SocketTransport fd={self.fd} {state} peer={self.get_extra_info('peername')!r}>"
+
+
+cdef object _os_error(int err):
+    # As socket's own errors: ConnectionResetError, BrokenPipeError... by errno.
+    return OSError(err, strerror(err).decode("utf-8", "replace"))
