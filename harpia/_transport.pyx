@@ -143,7 +143,8 @@ cdef class SocketPoller:
             op = EPOLL_CTL_ADD
         else:
             op = EPOLL_CTL_MOD
-        if epoll_ctl(self.epfd, op, t.fd, &ev) < 0:
+        # A failed DEL leaves nothing watched anyway (the socket is gone from the set).
+        if epoll_ctl(self.epfd, op, t.fd, &ev) < 0 and op != EPOLL_CTL_DEL:
             raise _os_error(errno)
         if op == EPOLL_CTL_ADD:
             Py_INCREF(t)
@@ -241,7 +242,10 @@ cdef class SocketTransport(ByteSink):
             self._fatal(exc, "Fatal error: protocol.connection_made() call failed.")
             return 0
         if not self.closing and not self.paused:
-            self._add_reader()
+            try:
+                self._add_reader()
+            except OSError as exc:          # out of epoll watches (max_user_watches)
+                self._fatal(exc, "cannot watch an accepted socket")
         return 0
 
     # ------------------------------------------------------------------ protocol
