@@ -178,6 +178,23 @@ async def publish_until_received(sender: RawClient, receiver: RawClient, topic: 
     return got
 
 
+async def expect_after_failover(a1: RawClient, b1: RawClient, topic: str, got: list[int],
+                                count: int) -> None:
+    """A burst of ``count`` on ``topic`` from ``a1``'s process, ``b1`` on the other having
+    received the probes ``got`` so far: local delivery never stopped, the other process
+    missed some (at most once) and received none twice, and from the burst on both get
+    every message exactly once, in order."""
+    await a1.send_text(f"burst {topic} {count}")
+    burst = [f"{topic}-{i}" for i in range(count)]
+    local = await drain_probes(a1, burst[0])
+    remote = got + await drain_probes(b1, burst[0])
+    assert local == list(range(len(local)))
+    assert remote == sorted(set(remote)) and set(remote) <= set(local)
+    for client in (a1, b1):
+        await expect(client, *burst[1:])
+    await asyncio.gather(*(expect(c, quiet=0.3) for c in (a1, b1)))
+
+
 async def drain_probes(client: RawClient, first: str) -> list[int]:
     """Read until ``first``; everything before it must be a probe."""
     probes = []
@@ -221,18 +238,7 @@ async def test_master_killed_replica_promoted_deliveries_resume(cluster: RedisCl
             got = await publish_until_received(a1, b1, victim_topic)
             await eventually(lambda: cluster.shard_numsub(new, f"harpia:{victim_topic}") == 2,
                              timeout=15, what="both processes resubscribed on the new master")
-            # From now on exactly once, in order, on both processes.
-            await a1.send_text(f"burst {victim_topic} 50")
-            burst = [f"{victim_topic}-{i}" for i in range(50)]
-            local = await drain_probes(a1, burst[0])
-            remote = got + await drain_probes(b1, burst[0])
-            # Local delivery never stopped; the other process missed some (at most once),
-            # and received none twice.
-            assert local == list(range(len(local)))
-            assert remote == sorted(set(remote)) and set(remote) <= set(local)
-            for client in (a1, b1):
-                await expect(client, *burst[1:])
-            await asyncio.gather(*(expect(c, quiet=0.3) for c in (a1, b1)))
+            await expect_after_failover(a1, b1, victim_topic, got, 50)
             for bp in bps:
                 assert bp.connected
                 assert bp.stats["outages"] >= 1

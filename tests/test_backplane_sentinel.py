@@ -11,7 +11,7 @@ import pytest
 from redis_cluster import SentinelSetup, sentinel  # noqa: F401 - a fixture
 from test_backplane import close_all, command, eventually, expect, make_app, open_clients
 from test_backplane import check_silent_host_fails_start, fast_backplane
-from test_backplane_cluster import drain_probes, publish_until_received
+from test_backplane_cluster import expect_after_failover, publish_until_received
 
 from harpia import ConfigurationError, RedisSentinelBackplane
 from harpia.backplane import make_backplane
@@ -69,15 +69,7 @@ async def test_master_killed_deliveries_resume_on_promoted_replica(
             got = await publish_until_received(a1, b1, "news", timeout=40)
             await eventually(lambda: numsub(new, "harpia:news") == 2, timeout=15,
                              what="both processes resubscribed on the promoted replica")
-            await a1.send_text("burst news 30")
-            burst = [f"news-{i}" for i in range(30)]
-            local = await drain_probes(a1, burst[0])
-            remote = got + await drain_probes(b1, burst[0])
-            assert local == list(range(len(local)))
-            assert remote == sorted(set(remote)) and set(remote) <= set(local)
-            for client in (a1, b1):
-                await expect(client, *burst[1:])
-            await asyncio.gather(*(expect(c, quiet=0.3) for c in (a1, b1)))
+            await expect_after_failover(a1, b1, "news", got, 30)
             assert all(bp.connected and bp.stats["outages"] == 1 for bp in bps)
             assert any("lost Redis" in r.getMessage() for r in caplog.records)
         finally:

@@ -71,6 +71,16 @@ async def slow_reader(server: harpia.Listener,
     return client, ws
 
 
+def counting_drains() -> tuple[harpia.App, asyncio.Queue[ServerWebSocket[Any]], list[int]]:
+    """An app whose route queues every opened connection and counts its drains."""
+    drains: list[int] = []
+    opened: asyncio.Queue[ServerWebSocket[Any]] = asyncio.Queue()
+    app = harpia.harpia()
+    app.ws("/", {"open": opened.put_nowait, "drain": lambda ws: drains.append(1)},
+           backpressure_limit=LIMIT)
+    return app, opened, drains
+
+
 async def test_send_returns_n_then_minus_one_then_zero_and_drain_fires_once() -> None:
     mailbox = Mailbox()
     opened: asyncio.Queue[ServerWebSocket[Any]] = asyncio.Queue()
@@ -111,11 +121,7 @@ async def test_send_returns_n_then_minus_one_then_zero_and_drain_fires_once() ->
 
 
 async def test_second_round_gets_minus_one_and_drain_again() -> None:
-    drains: list[int] = []
-    opened: asyncio.Queue[ServerWebSocket[Any]] = asyncio.Queue()
-    app = harpia.harpia()
-    app.ws("/", {"open": opened.put_nowait, "drain": lambda ws: drains.append(1)},
-           backpressure_limit=LIMIT)
+    app, opened, drains = counting_drains()
     async with app.serve() as server:
         client, ws = await slow_reader(server, opened)
         try:
@@ -138,11 +144,7 @@ async def test_no_drop_without_minus_one_when_the_transport_already_holds_bytes(
     queues a burst that fits the limit only if those bytes are not counted.  Either the
     burst crosses the limit with a -1 or it is all accepted, but a 0 must never come
     without a -1 before it, else ``drain`` never fires and a producer waits forever."""
-    drains: list[int] = []
-    opened: asyncio.Queue[ServerWebSocket[Any]] = asyncio.Queue()
-    app = harpia.harpia()
-    app.ws("/", {"open": opened.put_nowait, "drain": lambda ws: drains.append(1)},
-           backpressure_limit=LIMIT)
+    app, opened, drains = counting_drains()
     async with app.serve() as server:
         client, ws = await slow_reader(server, opened)
         try:

@@ -3,7 +3,6 @@ clients with 1012, and a client connecting in a loop meanwhile is never refused.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_workers import wait_gone
 from wsclient import CLOSE, TEXT, RawClient
 
 SCRIPT = """
@@ -126,15 +126,7 @@ async def test_sighup_replaces_workers_without_refusing_anyone(tmp_path: Path, k
         assert new_pids <= seen_pids or kind == "unix"
         after = {pid for _, pid in [await server.open() for _ in range(8)]}
         assert after <= new_pids
-        for pid in old_pids:                  # the old workers are gone
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                assert time.monotonic() < deadline, f"old worker {pid} is still there"
-                await asyncio.sleep(0.05)
+        await wait_gone(old_pids, 20, "(an old one) is still there")
     finally:
         server.stop()
     assert server.process.returncode == 0, server.text()

@@ -109,6 +109,19 @@ class Cluster:
         self.err.close()
 
 
+async def wait_gone(pids: set[int], timeout: float, what: str) -> None:
+    """Until no process of ``pids`` exists any more (``what`` names the failure)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"worker {pid} {what}"
+            await asyncio.sleep(0.05)
+
+
 async def connect(port: int, n: int) -> list[tuple[RawClient, int]]:
     """``n`` clients, each with the pid of the worker that took it."""
     clients = await asyncio.gather(*(RawClient.open(port) for _ in range(n)))
@@ -207,15 +220,7 @@ def test_without_backplane_a_publish_stays_in_its_worker_and_workers_die_with_th
         # The supervisor killed outright: the workers do not outlive it (Linux).
         cluster.process.kill()
         await cluster.wait()
-        deadline = time.monotonic() + 10
-        for pid in cluster.pids:
-            while True:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                assert time.monotonic() < deadline, f"worker {pid} outlived its parent"
-                await asyncio.sleep(0.05)
+        await wait_gone(cluster.pids, 10, "outlived its parent")
 
     try:
         asyncio.run(scenario())
