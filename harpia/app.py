@@ -203,11 +203,13 @@ class App:
     # ------------------------------------------------------------------ metrics
 
     def stats(self, *, topics: int = 100) -> dict[str, Any]:
-        """Counters of this process: open/opened connections, closes by code, refused
-        handshakes by status, messages and bytes in and out, backpressure events, dropped
-        sends, topics and subscriptions in all, refused subscribes, and subscribers per
-        topic for at most ``topics`` topics (the oldest: clients may make millions)."""
-        return self.hub.stats_snapshot(topics)
+        """Counters of this process: open/opened connections (and the open HTTP
+        connections of mounted ASGI apps), closes by code, refused handshakes by status,
+        messages and bytes in and out, backpressure events, dropped sends, topics and
+        subscriptions in all, refused subscribes, and subscribers per topic for at most
+        ``topics`` topics (the oldest: clients may make millions)."""
+        asgi = self.asgi
+        return self.hub.stats_snapshot(topics, 0 if asgi is None else len(asgi.connections))
 
     def metrics_text(self, *, topics: int = 0) -> str:
         """``stats()`` in the Prometheus text format; per-topic series only for

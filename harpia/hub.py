@@ -95,11 +95,13 @@ class Hub:
         """Count the close and keep the connection's engine counters."""
         self.stats.connection_closed(connection, code)
 
-    def stats_snapshot(self, topic_limit: int) -> dict[str, Any]:
-        """``app.stats()``: subscribers per topic for at most ``topic_limit`` topics."""
+    def stats_snapshot(self, topic_limit: int, http_connections: int = 0) -> dict[str, Any]:
+        """``app.stats()``: subscribers per topic for at most ``topic_limit`` topics, and
+        the open HTTP connections of mounted ASGI apps (which the app knows, not the hub)."""
         registry = self.topics
         return self.stats.snapshot(self.connections.snapshot(), registry.first_topics(topic_limit),
-                                   registry.topic_count(), registry.subscriptions)
+                                   registry.topic_count(), registry.subscriptions,
+                                   http_connections)
 
     # ------------------------------------------------------------------ pub/sub
 

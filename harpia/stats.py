@@ -36,7 +36,8 @@ class AppStats:
             self.closed_totals[name] += getattr(connection, name, 0)
 
     def snapshot(self, live: Iterable[object], subscribers: dict[str, int],
-                 topic_count: int = 0, subscriptions: int = 0) -> dict[str, Any]:
+                 topic_count: int = 0, subscriptions: int = 0,
+                 http_connections: int = 0) -> dict[str, Any]:
         totals = Counter(self.closed_totals)
         open_now = 0
         for connection in live:
@@ -46,6 +47,7 @@ class AppStats:
         return {
             "connections_open": open_now,
             "connections_opened": self.opened,
+            "http_connections_open": http_connections,
             "closes_by_code": dict(sorted(self.closes.items())),
             "handshake_failures_by_status": dict(sorted(self.handshake_failures.items())),
             **{name: totals[name] for name in ENGINE_COUNTERS},
@@ -59,6 +61,8 @@ class AppStats:
 _HELP = {
     "connections_open": ("gauge", "Open WebSocket connections."),
     "connections_opened": ("counter", "WebSocket connections opened."),
+    "http_connections_open": ("gauge", "Open HTTP connections of mounted ASGI apps (keep-alive "
+                              "ones included)."),
     "messages_in": ("counter", "Messages received."),
     "messages_out": ("counter", "Messages queued for sending."),
     "bytes_in": ("counter", "Bytes received on WebSocket connections."),

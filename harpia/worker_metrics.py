@@ -33,7 +33,7 @@ PUBLISH_EVERY = 1.0
 
 _COUNTERS = ("connections_opened", "subscriptions_refused", *ENGINE_COUNTERS)
 #: Gauges of this moment: summed over the live workers, zero for a worker that exited.
-_GAUGES = ("connections_open", "topic_count", "subscriptions")
+_GAUGES = ("connections_open", "http_connections_open", "topic_count", "subscriptions")
 _PER_WORKER = (("connections_open", "gauge", "Open WebSocket connections of one worker."),
                ("connections_opened", "counter", "WebSocket connections opened by one worker."),
                ("messages_in", "counter", "Messages received by one worker."),

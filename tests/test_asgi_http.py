@@ -350,6 +350,23 @@ async def test_idle_keep_alive_connections_give_way_to_new_ones_oldest_first() -
             await client.close()
 
 
+async def test_open_http_connections_are_in_the_stats() -> None:
+    app = make_app(keep_alive_timeout=60)
+    async with app.serve(port=0) as server:
+        assert app.stats()["http_connections_open"] == 0
+        clients = [await HttpClient.open(server.port) for _ in range(3)]
+        for client in clients:
+            assert (await client.request("GET", "/items/1"))[0] == 200
+        assert app.stats()["http_connections_open"] == 3
+        assert "harpia_http_connections_open 3" in app.metrics_text()
+        for client in clients:
+            await client.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while app.stats()["http_connections_open"]:
+            assert asyncio.get_running_loop().time() < deadline, app.stats()
+            await asyncio.sleep(0.01)
+
+
 async def test_shutdown_lets_an_in_flight_request_finish() -> None:
     release = asyncio.Event()
     started = asyncio.Event()
