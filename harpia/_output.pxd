@@ -26,6 +26,8 @@ cdef class ByteSink:
     # Where output can go at C level, without a bytes object or a Python call per write
     # (harpia._transport.SocketTransport is one).
     cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1
+    # The rest of ``owner`` (a bytes object) from ``p``: a sink may keep it by reference.
+    cdef int write_owned(self, object owner, const char *p, Py_ssize_t n) except -1
     cdef Py_ssize_t buffered_size(self) noexcept
 
 

@@ -25,6 +25,9 @@ cdef class ByteSink:
     cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1:
         return 0
 
+    cdef int write_owned(self, object owner, const char *p, Py_ssize_t n) except -1:
+        return self.write_ptr(p, n)
+
     cdef Py_ssize_t buffered_size(self) noexcept:
         return 0
 
@@ -66,7 +69,10 @@ cdef class OutputBuffer:
             write_header(<uint8_t *>self.queued.data + queued, first_byte, n, NULL)
             self.queued.len = 0
             self.sink.write_ptr(self.queued.data, queued + total - n)
-            self.sink.write_ptr(<const char *>data, n)
+            if payload is not None:
+                self.sink.write_owned(payload, <const char *>data, n)
+            else:
+                self.sink.write_ptr(<const char *>data, n)
             self.transport_buffered = self.sink.buffered_size()
             return total
         if payload is not None:

@@ -86,10 +86,18 @@ cdef class SocketTransport(ByteSink):
     # Output the kernel did not take yet: bytes out.data[out_start:out.len].
     cdef ByteBuffer out
     cdef Py_ssize_t out_start
+    # Then large bytes objects kept by reference (the first from held_off), held_size bytes.
+    cdef list held
+    cdef Py_ssize_t held_off
+    cdef Py_ssize_t held_size
     cdef Py_ssize_t high
     cdef Py_ssize_t low
 
     cdef int start(self) except -1
+    cdef void _drop_output(self) noexcept
+
+    cdef inline Py_ssize_t _pending(self) noexcept:
+        return self.out.len - self.out_start + self.held_size
     cdef int _read_engine(self) except -1
     cdef int _read_buffered(self) except -1
     cdef int _read_plain(self) except -1

@@ -21,7 +21,8 @@ own transports.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
 cdef extern from "<errno.h>" nogil:
     int errno
     int EAGAIN, EWOULDBLOCK, EINTR
@@ -70,6 +71,9 @@ cdef enum:
     PLAIN_READ_SIZE = 262144
     # An emptied output buffer larger than this is freed: an idle connection holds nothing.
     KEEP_OUTPUT = 16384
+    # A write of this much or more that the kernel does not take at once is kept by
+    # reference when it is a bytes object, not copied.
+    HOLD_AT = 65536
     # Ready sockets taken per wake-up; more wait for the next loop turn (level-triggered,
     # nothing is lost), so timers and other readers get their turn in between.
     MAX_EVENTS = 256
@@ -323,7 +327,7 @@ cdef class SocketTransport(ByteSink):
         if self.fd >= 0:
             if self.want_read:
                 events = EPOLLIN
-            if self.out.len != self.out_start:
+            if self._pending():
                 events |= EPOLLOUT
         return events
 
@@ -464,7 +468,7 @@ cdef class SocketTransport(ByteSink):
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             if view.len:
-                self.write_ptr(<const char *>view.buf, view.len)
+                self.write_owned(data, <const char *>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
 
@@ -473,15 +477,57 @@ cdef class SocketTransport(ByteSink):
             self.write(data)
 
     cdef Py_ssize_t buffered_size(self) noexcept:
-        return self.out.len - self.out_start
+        return self._pending()
+
+    cdef int write_owned(self, object owner, const char *p, Py_ssize_t n) except -1:
+        """``write_ptr`` of the whole rest of ``owner`` (an immutable bytes object from
+        ``p``): what the kernel does not take is kept by reference, not copied (a large
+        message would cost a copy and the pages to hold it, per message)."""
+        cdef ssize_t sent
+        cdef int err
+        cdef Py_ssize_t pending = self._pending()
+        cdef Py_ssize_t offset
+        if n < HOLD_AT or not PyBytes_CheckExact(owner) or self.lost:
+            return self.write_ptr(p, n)
+        offset = p - PyBytes_AS_STRING(owner)
+        if offset < 0 or offset + n != PyBytes_GET_SIZE(owner):
+            return self.write_ptr(p, n)
+        if pending == 0:
+            sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
+            if sent < 0:
+                err = errno
+                if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
+                    self._fatal(_os_error(err), "Fatal write error on socket transport")
+                    return 0
+                sent = 0
+            if sent == n:
+                return 0
+            offset += sent
+            n -= sent
+        if self.held is None:
+            self.held = [owner]
+            self.held_off = offset
+        elif offset:
+            self.held.append(owner[offset:])
+        else:
+            self.held.append(owner)
+        self.held_size += n
+        if pending == 0:
+            self._update(True)              # watch for writability
+        return self._maybe_pause_protocol()
 
     cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1:
         """``write``, at C level (the frame engine's output comes this way)."""
         cdef ssize_t sent
         cdef int err
-        cdef Py_ssize_t pending = self.out.len - self.out_start
+        cdef Py_ssize_t pending = self._pending()
         if self.lost or n == 0:
             return 0                        # as asyncio: writes after the end are dropped
+        if self.held is not None:
+            # Behind output kept by reference: queued after it, in order.
+            self.held.append(PyBytes_FromStringAndSize(p, n))
+            self.held_size += n
+            return self._maybe_pause_protocol()
         if pending == 0:
             sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
             if sent < 0:
@@ -509,24 +555,40 @@ cdef class SocketTransport(ByteSink):
     cdef int _write_ready(self) except -1:
         cdef ssize_t sent
         cdef int err
-        if self.lost or self.out.len == self.out_start:
+        cdef bytes first
+        cdef bint from_out = self.out.len != self.out_start
+        if self.lost or not self._pending():
             return 0
-        sent = c_send(self.fd, self.out.data + self.out_start, self.out.len - self.out_start,
-                      MSG_NOSIGNAL)
+        if from_out:
+            sent = c_send(self.fd, self.out.data + self.out_start, self.out.len - self.out_start,
+                          MSG_NOSIGNAL)
+        else:
+            first = self.held[0]
+            sent = c_send(self.fd, PyBytes_AS_STRING(first) + self.held_off,
+                          PyBytes_GET_SIZE(first) - self.held_off, MSG_NOSIGNAL)
         if sent < 0:
             err = errno
             if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
                 return 0
-            self.out.len = self.out_start = 0
+            self._drop_output()
             self._update()
             self._fatal(_os_error(err), "Fatal write error on socket transport")
             return 0
-        self.out_start += sent
-        if self.out_start == self.out.len:
-            self.out.len = self.out_start = 0
-            buffer_trim(&self.out, KEEP_OUTPUT)
+        if from_out:
+            self.out_start += sent
+            if self.out_start == self.out.len:
+                self.out.len = self.out_start = 0
+                buffer_trim(&self.out, KEEP_OUTPUT)
+        else:
+            self.held_off += sent
+            self.held_size -= sent
+            if self.held_off == PyBytes_GET_SIZE(first):
+                del self.held[0]
+                self.held_off = 0
+                if not self.held:
+                    self.held = None
         self._maybe_resume_protocol()      # may write more
-        if self.out.len == self.out_start and not self.lost:
+        if not self._pending() and not self.lost:
             self._update()
             if self.closing:
                 self._call_connection_lost(None)
@@ -535,7 +597,12 @@ cdef class SocketTransport(ByteSink):
         return 0
 
     def get_write_buffer_size(self):
-        return self.out.len - self.out_start
+        return self._pending()
+
+    cdef void _drop_output(self) noexcept:
+        self.out.len = self.out_start = 0
+        self.held = None
+        self.held_off = self.held_size = 0
 
     def get_write_buffer_limits(self):
         return (self.low, self.high)
@@ -552,7 +619,7 @@ cdef class SocketTransport(ByteSink):
         self._maybe_pause_protocol()
 
     cdef int _maybe_pause_protocol(self) except -1:
-        if self.out.len - self.out_start <= self.high or self.writing_paused:
+        if self._pending() <= self.high or self.writing_paused:
             return 0
         self.writing_paused = True
         try:
@@ -564,7 +631,7 @@ cdef class SocketTransport(ByteSink):
         return 0
 
     cdef int _maybe_resume_protocol(self) except -1:
-        if self.writing_paused and self.out.len - self.out_start <= self.low:
+        if self.writing_paused and self._pending() <= self.low:
             self.writing_paused = False
             try:
                 self.protocol.resume_writing()
@@ -581,7 +648,7 @@ cdef class SocketTransport(ByteSink):
         if self.closing or self.eof_written:
             return
         self.eof_written = True
-        if self.out.len == self.out_start:
+        if not self._pending():
             c_shutdown(self.fd, SHUT_WR)
 
     # ------------------------------------------------------------------ closing
@@ -592,7 +659,7 @@ cdef class SocketTransport(ByteSink):
             return
         self.closing = True
         self._remove_reader()
-        if self.out.len == self.out_start and not self.lost:
+        if not self._pending() and not self.lost:
             self.lost = True
             self.loop.call_soon(self._call_connection_lost, None)
 
@@ -603,7 +670,7 @@ cdef class SocketTransport(ByteSink):
     cdef int _force_close(self, object exc) except -1:
         if self.lost:
             return 0
-        self.out.len = self.out_start = 0
+        self._drop_output()
         self.closing = True
         self._remove_reader()
         self.lost = True
@@ -628,7 +695,7 @@ cdef class SocketTransport(ByteSink):
                 protocol.connection_lost(exc)
         finally:
             self.want_read = False
-            self.out.len = self.out_start = 0
+            self._drop_output()
             self._update()                  # before the fd is closed (and reused)
             if self.sock is not None:
                 self.sock.detach()

@@ -160,6 +160,35 @@ async def test_a_client_that_does_not_read_pauses_then_resumes_writing() -> None
         writer.close()
 
 
+async def test_output_kept_by_reference_and_copied_stays_in_order() -> None:
+    # Large bytes objects the kernel does not take are kept by reference, the rest copied:
+    # a mix of both, written while the client does not read, arrives in order.
+    async with Served() as served:
+        reader, writer, proto = await served.connect()
+        t = proto.transport
+        pieces: list[bytes] = []
+        for i in range(40):
+            if i % 3 == 0:
+                piece = os.urandom(300_000)                 # bytes: kept by reference
+                t.write(piece)
+            elif i % 3 == 1:
+                piece = os.urandom(100)                     # small: copied
+                t.write(piece)
+            else:
+                piece = os.urandom(70_000)                  # a bytearray: copied
+                t.write(bytearray(piece))
+            pieces.append(piece)
+        expected = b"".join(pieces)
+        assert 0 < t.get_write_buffer_size() <= len(expected)
+        assert await asyncio.wait_for(reader.readexactly(len(expected)), 30) == expected
+        for _ in range(100):
+            if t.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert t.get_write_buffer_size() == 0
+        writer.close()
+
+
 async def test_write_buffer_limits_as_asyncio() -> None:
     async with Served() as served:
         _, writer, proto = await served.connect()
