@@ -23,17 +23,20 @@ import asyncio
 import collections
 import functools
 import logging
+import socket
 import ssl
 import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
+from ._connector import start_transport
 from ._frames import OPEN
 from ._loop import LoopContext
 from .engine_protocol import EngineProtocol
 from .client_handshake import ClientHandshake, HandshakeResult, parse_url
 from .errors import ConfigurationError, ConnectionClosed, HandshakeError
 from .handlers import RouteHandlers, bind_handlers
+from ._transport import SocketPoller, SocketTransport
 from .http_head import Headers
 
 __all__ = ["connect", "Connect", "ClientWebSocket", "ClientHandlers", "client_ssl_context"]
@@ -357,8 +360,7 @@ class ClientWebSocket(EngineProtocol):
         # As on the server: the engine learns what the transport holds only from
         # pause/resume_writing, exact when pausing as soon as anything is left behind.
         transport.set_write_buffer_limits(high=1, low=0)
-        self.attach(transport.write, cork, getattr(transport, "writelines", None),
-                    transport.get_write_buffer_size)
+        self.attach_transport(transport, cork)
         handler = self._handlers.open
         if handler is not None:
             try:
@@ -450,6 +452,37 @@ class _HandshakeProtocol(asyncio.Protocol):
             close_timeout=options["close_timeout"])
         ws._start(transport, result, _cork_for(self.loop, options["busy_poll"]))
         self.done.set_result((result, ws))
+
+
+def _literal_family(host: str) -> int:
+    """AF_INET or AF_INET6 when ``host`` is an address literal, else 0 (a name to resolve)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            pass
+    return 0
+
+
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SocketPoller] = \
+    weakref.WeakKeyDictionary()
+
+
+async def _connect_own_io(loop: asyncio.AbstractEventLoop, family: int, host: str, port: int,
+                          protocol: asyncio.BaseProtocol) -> SocketTransport:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (host, port))
+        poller = _pollers.get(loop)
+        if poller is None:
+            poller = _pollers[loop] = SocketPoller(loop)
+        return start_transport(loop, poller, sock, protocol)
+    except BaseException:
+        sock.close()
+        raise
 
 
 #: The handlers of a connection given none (messages go to ``recv()``).
@@ -553,7 +586,14 @@ class Connect:
         protocol = functools.partial(_HandshakeProtocol, handshake, self, done, loop)
 
         server_hostname = target.host if context is not None else None
-        if options["unix"] is not None:
+        family = _literal_family(target.host) if context is None and options["unix"] is None \
+            else 0
+        transport: Any
+        if family:
+            # Plain TCP to an address: harpia's own socket I/O, reads straight into the engine.
+            transport = await _connect_own_io(loop, family, target.host, target.port,
+                                              protocol())
+        elif options["unix"] is not None:
             transport, _ = await loop.create_unix_connection(
                 protocol, str(options["unix"]), ssl=context, server_hostname=server_hostname)
         else:

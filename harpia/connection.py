@@ -20,8 +20,6 @@ import time
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._frames import OPEN, FrameEngine
-from ._loop import LoopContext
-from ._transport import SocketTransport
 from .engine_protocol import EngineProtocol
 from .handlers import RouteHandlers
 from .http_head import Headers, RequestHead
@@ -385,16 +383,6 @@ class ServerWebSocket(EngineProtocol, Generic[T]):
         self._notify_close()
 
     # ------------------------------------------------------------------ internals
-
-    def attach_transport(self, transport: asyncio.Transport, cork: LoopContext | None) -> None:
-        """Send through ``transport``, batched per loop turn by ``cork``."""
-        if isinstance(transport, SocketTransport):
-            self.attach(None, cork, sink=transport)    # harpia's own socket: at C level
-            return
-        # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
-        # transport queues what writelines() gets without calling pause_writing, so the
-        # backpressure limit would never be seen; two write()s cost no copy either.
-        self.attach(transport.write, cork, None, transport.get_write_buffer_size)
 
     def handshake_completed(self) -> None:
         """Called by the listener once the 101 is written: the connection is open."""

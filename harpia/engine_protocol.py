@@ -17,6 +17,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 from ._frames import FrameEngine
+from ._loop import LoopContext
+from ._transport import SocketTransport
 from .handlers import RouteHandlers
 
 __all__ = ["EngineProtocol"]
@@ -45,6 +47,16 @@ class EngineProtocol(FrameEngine, asyncio.BufferedProtocol):
     def _unhandled(self, exc: BaseException) -> None:
         """A handler failed and no ``error`` handler took it: log and close with 1011."""
         raise NotImplementedError
+
+    def attach_transport(self, transport: asyncio.Transport, cork: LoopContext | None) -> None:
+        """Send through ``transport``, batched per loop turn by ``cork``."""
+        if isinstance(transport, SocketTransport):
+            self.attach(None, cork, sink=transport)    # harpia's own socket: at C level
+            return
+        # No writelines: on Python 3.12.0-3.12.8 and 3.13.0-3.13.1, asyncio's socket
+        # transport queues what writelines() gets without calling pause_writing, so the
+        # backpressure limit would never be seen; two write()s cost no copy either.
+        self.attach(transport.write, cork, None, transport.get_write_buffer_size)
 
     # ------------------------------------------------------------------ user API
 

@@ -86,6 +86,25 @@ async def test_a_cancelled_wait_closed_leaves_the_other_waiters() -> None:
         assert await ws.wait_closed() == (4002, "enough")    # and after the end, at once
 
 
+async def test_address_on_own_io_and_name_on_the_loop_transport() -> None:
+    """An IP literal runs on harpia's socket I/O, a host name on the loop's transport; both
+    echo, both close cleanly."""
+    from harpia._transport import SocketTransport
+    async with serving(echo_app()) as base:
+        port = base.rsplit(":", 1)[1]
+        for url, own in ((f"{base}/echo", True), (f"ws://localhost:{port}/echo", False)):
+            try:
+                ws = await harpia.connect(url)
+            except OSError:          # localhost resolving to ::1 only, where nobody listens
+                assert not own
+                continue
+            assert isinstance(ws.transport, SocketTransport) is own
+            ws.send(b"x" * 70000)
+            assert await ws.recv() == b"x" * 70000
+            ws.close()
+            assert await ws.wait_closed() == (1000, "")
+
+
 async def test_server_closes_first() -> None:
     async with serving(echo_app()) as base:
         ws = await harpia.connect(f"{base}/hello-bye")
