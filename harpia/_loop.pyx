@@ -87,11 +87,20 @@ cdef class LoopContext:
         self.scheduled = False
         # One try for the whole turn, entered again after a failure, rather than one per
         # member: the list holds only members (``add`` is typed), so no check per item.
-        while i < n:
-            try:
-                while i < n:
-                    member = <LoopMember>PyList_GET_ITEM(queued, i)
-                    i += 1
-                    member.write_queued()
-            except Exception as exc:      # one broken transport must not starve the rest
-                (<object>member).handler_failed(exc)
+        try:
+            while i < n:
+                try:
+                    while i < n:
+                        member = <LoopMember>PyList_GET_ITEM(queued, i)
+                        i += 1
+                        member.write_queued()
+                except Exception as exc:  # one broken transport must not starve the rest
+                    (<object>member).handler_failed(exc)
+        finally:
+            if i < n:
+                # handler_failed raised: the members not written yet go first next turn
+                # (they are still marked as queued, so nothing else would queue them).
+                self.queued[0:0] = queued[i:]
+                if not self.scheduled:
+                    self.scheduled = True
+                    self.call_soon(self._run_cb)

@@ -283,6 +283,83 @@ def test_a_failing_writer_does_not_starve_the_others() -> None:
     assert normalize(bad.events_received()) == [("handler_error", OSError)]
 
 
+def test_an_engine_that_flushed_and_sends_again_is_written_once_at_the_end_of_the_turn() -> None:
+    loop = FakeLoop()
+    context = LoopContext(loop.call_soon)
+    engines, writes = [], []
+    for _ in range(3):
+        e = FrameEngine()
+        w: list[bytes] = []
+        e.attach(w.append, context)
+        engines.append(e)
+        writes.append(w)
+    for e in engines:
+        e.send("a")
+    engines[1].flush_output()          # written now, yet still queued for the turn's end
+    engines[1].send("b")
+    engines[1].send("c")
+    assert len(loop.queue) == 1
+    loop.turn()
+    assert [len(w) for w in writes] == [1, 2, 1]
+    assert describe_output(writes[1][1], masked=False) == [("text", "b"), ("text", "c")]
+    loop.turn()                        # nothing queued twice, nothing left over
+    assert [len(w) for w in writes] == [1, 2, 1]
+    for e in engines:                  # and every engine can be queued again
+        e.send("d")
+    loop.turn()
+    assert [len(w) for w in writes] == [2, 3, 2]
+
+
+def test_sends_made_while_the_turn_is_written_go_to_the_next_turn() -> None:
+    loop = FakeLoop()
+    context = LoopContext(loop.call_soon)
+    first, second = FrameEngine(), FrameEngine()
+    out: list[bytes] = []
+
+    def writer(data: bytes) -> None:
+        out.append(data)
+        if len(out) == 1:
+            first.send("again")        # first was written already, second not yet
+            second.send("more")
+
+    first.attach(writer, context)
+    second.attach(out.append, context)
+    first.send("x")
+    second.send("y")
+    loop.turn()
+    assert [describe_output(d, masked=False) for d in out] == [
+        [("text", "x")], [("text", "y"), ("text", "more")]]
+    assert len(loop.queue) == 1
+    loop.turn()
+    assert describe_output(out[2], masked=False) == [("text", "again")]
+
+
+def test_the_rest_of_a_turn_is_written_next_turn_if_handler_failed_raises() -> None:
+    class Fragile(FrameEngine):
+        def handler_failed(self, exc: BaseException) -> None:
+            raise RuntimeError("the hook itself failed") from exc
+
+    def broken(data: bytes) -> None:
+        raise OSError("gone")
+
+    loop = FakeLoop()
+    context = LoopContext(loop.call_soon)
+    bad, good, late = Fragile(), FrameEngine(), FrameEngine()
+    out: list[bytes] = []
+    bad.attach(broken, context)
+    good.attach(out.append, context)
+    late.attach(out.append, context)
+    bad.send("x")
+    good.send("y")
+    with pytest.raises(RuntimeError):
+        loop.turn()
+    assert out == []
+    late.send("z")                     # queued after the failed turn: after the rest
+    assert len(loop.queue) == 1
+    loop.turn()
+    assert [describe_output(d, masked=False) for d in out] == [[("text", "y")], [("text", "z")]]
+
+
 def test_large_sends_with_a_writer_keep_their_order() -> None:
     # Large frames may bypass the output buffer; the bytes written must still be in order.
     for writelines in (False, True):
