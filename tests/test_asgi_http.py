@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from asgi_apps import HttpClient, make_app, parse_responses
 
 import harpia
@@ -410,16 +413,31 @@ def test_mount_options_are_checked() -> None:
         app.mount("/api/", make_app)
 
 
-@pytest.mark.parametrize("path", ["/native-echo", "/ws/echo"])
-async def test_websocket_upgrade_after_keep_alive_requests(path: str) -> None:
-    """aiohttp's pooled connections upgrade a connection that already served requests."""
+@pytest.mark.parametrize(("path", "secure"), [("/native-echo", False), ("/ws/echo", False),
+                                             ("/native-echo", True)])
+async def test_websocket_upgrade_after_keep_alive_requests(
+        path: str, secure: bool, tmp_path: Path) -> None:
+    """aiohttp's pooled connections upgrade a connection that already served requests.
+
+    Over TLS, the mount hands the connection back to the upgrade path on its TLS transport:
+    the upgrade must not start TLS a second time on the decrypted side."""
     import wsproto
     from wsproto.events import AcceptConnection, Request, TextMessage
 
+    tls: dict[str, str] | None = None
+    context: ssl.SSLContext | None = None
+    if secure:
+        ca = trustme.CA()
+        cert = ca.issue_cert("localhost", "127.0.0.1")
+        tls = {"key": str(tmp_path / "key.pem"), "cert": str(tmp_path / "cert.pem")}
+        cert.private_key_pem.write_to_path(tls["key"])
+        cert.cert_chain_pems[0].write_to_path(tls["cert"])
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
     app = make_app()
     app.ws("/native-echo", {"message": lambda ws, m: ws.send(m)})
-    async with app.serve(port=0) as server:
-        client = await HttpClient.open(server.port)
+    async with app.serve(port=0, tls=tls) as server:
+        client = await HttpClient.open(server.port, context)
         assert (await client.request("GET", "/items/1"))[0] == 200
         assert (await client.request("GET", "/health"))[0] == 200
         ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)

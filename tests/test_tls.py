@@ -208,31 +208,3 @@ async def test_many_wss_connections_with_the_server_sending_in_open(
                     assert await client.recv() == "at once"
                 else:
                     assert await client.recv() == "hello"
-
-
-async def test_an_upgrade_after_keep_alive_requests_to_a_mount_over_tls(
-        pem_files: dict[str, str], client_context: ssl.SSLContext) -> None:
-    # The mount hands the connection back to the upgrade path on its TLS transport: the
-    # upgrade must not start TLS a second time on the decrypted side.
-    import wsproto
-    from asgi_apps import HttpClient, make_app
-    from wsproto.events import AcceptConnection, Request, TextMessage
-
-    app = make_app()
-    app.ws("/native-echo", {"message": lambda ws, m: ws.send(m)})
-    async with app.serve(port=0, tls=pem_files) as server:
-        client = await HttpClient.open(server.port, client_context)
-        assert (await client.request("GET", "/items/1"))[0] == 200
-        ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-        client.send_raw(ws.send(Request(host="localhost", target="/native-echo")))
-        events: list[object] = []
-        while not any(isinstance(e, AcceptConnection) for e in events):
-            ws.receive_data(await asyncio.wait_for(client.reader.read(65536), 10))
-            events.extend(ws.events())
-        client.send_raw(ws.send(TextMessage(data="after keep-alive")))
-        texts: list[str] = []
-        while not texts:
-            ws.receive_data(await asyncio.wait_for(client.reader.read(65536), 10))
-            texts += [e.data for e in ws.events() if isinstance(e, TextMessage)]
-        assert texts == ["after keep-alive"]
-        await client.close()
