@@ -355,6 +355,9 @@ class Listener:
         """TCP connections of the app still in their HTTP stage (head, upgrade hook), and
         its ASGI HTTP connections between requests."""
         asgi = self.app.asgi
+        servers = self.app.hub.servers
+        if asgi is None and (not servers or (len(servers) == 1 and self in servers)):
+            return len(self._handshaking)     # the usual case: checked per accepted socket
         return len(self._handshaking) + sum(
             other.handshakes_in_progress() for other in self.app.hub.servers if other is not self
         ) + (asgi.waiting_connections() if asgi is not None else 0)

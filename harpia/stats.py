@@ -32,8 +32,13 @@ class AppStats:
 
     def connection_closed(self, connection: object, code: int) -> None:
         self.closes[code] += 1
+        totals = self.closed_totals
         for name in ENGINE_COUNTERS:
-            self.closed_totals[name] += getattr(connection, name, 0)
+            # A connection that only opened and closed has every counter at 0: adding
+            # nothing is skipped (most of a connect-and-go connection's close).
+            value = getattr(connection, name, 0)
+            if value:
+                totals[name] += value
 
     def snapshot(self, live: Iterable[object], subscribers: dict[str, int],
                  topic_count: int = 0, subscriptions: int = 0,
