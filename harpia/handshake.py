@@ -18,6 +18,7 @@ from .http_head import TOKEN_RE, RequestHead
 
 __all__ = [
     "accept_key",
+    "accept_key_bytes",
     "check_origin",
     "check_websocket_request",
     "is_websocket_upgrade",
@@ -55,7 +56,7 @@ def parse_header_tokens(values: list[str]) -> list[str]:
     return tokens
 
 
-def _has_token(values: list[str], token: str) -> bool:
+def _has_token(values: Sequence[str], token: str) -> bool:
     """Whether a comma-separated, case-insensitive header holds ``token`` (given lower-case)."""
     # Same splitting as parse_header_tokens, without building the list.
     for value in values:
@@ -87,6 +88,38 @@ def check_websocket_request(head: RequestHead) -> str:
     one ``Sec-WebSocket-Key`` that is base64 for 16 bytes; 426 (with
     ``Sec-WebSocket-Version: 13``) if ``Sec-WebSocket-Version`` is not 13.
     """
+    # Every connection comes through here: a valid request with no repeated field (what
+    # clients send) is accepted with one lookup per field; anything else takes the checks
+    # below, which say what is wrong.  Both accept exactly the same requests.
+    fields = head.headers.unique_fields()
+    if fields is not None and head.method == "GET" and head.http_version == "HTTP/1.1":
+        host = fields.get("host")
+        upgrade = fields.get("upgrade")
+        connection = fields.get("connection")
+        key = fields.get("sec-websocket-key")
+        if (host is not None and upgrade is not None and connection is not None
+                and key is not None and len(key) == 24
+                and fields.get("sec-websocket-version") == "13"
+                and _HOST_RE.fullmatch(host)
+                and _has_token((upgrade,), "websocket")
+                and _has_token((connection,), "upgrade")
+                and _is_key(key)):
+            return key
+    return _check_slowly(head)
+
+
+def _is_key(key: str) -> bool:
+    """Whether ``key`` is base64 for 16 bytes (a valid ``Sec-WebSocket-Key``)."""
+    # 16 bytes are always 24 base64 characters ending in "==": checking the
+    # length first skips decoding obviously wrong keys.
+    try:
+        return len(key) == 24 and len(binascii.a2b_base64(key.encode("ascii"), strict_mode=True)) == 16
+    except (ValueError, binascii.Error):  # UnicodeEncodeError is a ValueError
+        return False
+
+
+def _check_slowly(head: RequestHead) -> str:
+    """check_websocket_request for any request: raises the first problem found."""
     if head.method != "GET":
         raise HandshakeError(
             405, f"method {head.method} not allowed for a WebSocket handshake, use GET", {"Allow": "GET"}
@@ -117,13 +150,8 @@ def check_websocket_request(head: RequestHead) -> str:
     if len(keys) > 1:
         raise HandshakeError(400, "more than one Sec-WebSocket-Key header")
     key = keys[0]
-    # 16 bytes are always 24 base64 characters ending in "==": checking the
-    # length first skips decoding obviously wrong keys.
-    try:
-        if len(key) != 24 or len(binascii.a2b_base64(key.encode("ascii"), strict_mode=True)) != 16:
-            raise ValueError
-    except (ValueError, binascii.Error):  # UnicodeEncodeError is a ValueError
-        raise HandshakeError(400, "invalid Sec-WebSocket-Key header: not base64 for 16 bytes") from None
+    if not _is_key(key):
+        raise HandshakeError(400, "invalid Sec-WebSocket-Key header: not base64 for 16 bytes")
     versions = headers.get_all("sec-websocket-version")
     if versions != ["13"]:
         # RFC 6455 §4.4: say which version we speak.  RFC 9110 §15.5.22: a 426
@@ -139,8 +167,13 @@ def check_websocket_request(head: RequestHead) -> str:
 
 def accept_key(key: str) -> str:
     """Return the ``Sec-WebSocket-Accept`` value for ``key``: base64(SHA-1(key + GUID))."""
+    return accept_key_bytes(key).decode("ascii")
+
+
+def accept_key_bytes(key: str) -> bytes:
+    """``accept_key`` as the bytes that go on the wire (no decoding and re-encoding)."""
     digest = hashlib.sha1(key.encode("latin-1") + WS_GUID).digest()
-    return binascii.b2a_base64(digest, newline=False).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False)
 
 
 def select_subprotocol(head: RequestHead, supported: Sequence[str] | None) -> str | None:

@@ -102,6 +102,13 @@ class Headers(Mapping[str, str]):
         value = index.get(key)
         return [] if value is None else [value]
 
+    def unique_fields(self) -> dict[str, str] | None:
+        """Lower-case name -> value when no name occurs twice (what a usual request sends),
+        else ``None``: one dict lookup per field for a caller that needs single values.
+        The dict is the lookup index itself: read it, never change it."""
+        index = self._index_or_build()
+        return index if self._multi is None else None
+
     def raw_items(self) -> list[tuple[str, str]]:
         """Return the ``(name, value)`` pairs as received, original case, repeats included."""
         return list(self._items)

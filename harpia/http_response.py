@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
 from .errors import HandshakeError, Reject
-from .handshake import accept_key
+from .handshake import accept_key, accept_key_bytes
 from .http_head import TOKEN_RE
 
 __all__ = ["Response", "response_101", "response_http", "error_response"]
@@ -22,6 +22,8 @@ _101_PREFIX = (
     "Connection: Upgrade\r\n"
     "Sec-WebSocket-Accept: "
 )
+
+_101_PREFIX_BYTES = _101_PREFIX.encode("ascii")
 
 _REASONS = {int(s): s.phrase for s in HTTPStatus}
 
@@ -58,6 +60,9 @@ def response_101(
     they are.  Raises ``ValueError`` for a header name that is not a token or a
     value containing CR, LF or NUL (response splitting) or non-latin-1 text.
     """
+    if subprotocol is None and extensions is None and not extra_headers:
+        # The usual 101: the accept key's bytes between two constant parts.
+        return b"".join((_101_PREFIX_BYTES, accept_key_bytes(key), b"\r\n\r\n"))
     parts = [_101_PREFIX, accept_key(key)]
     if subprotocol is not None:
         if not TOKEN_RE.fullmatch(subprotocol):

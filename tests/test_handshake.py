@@ -1148,3 +1148,51 @@ def test_request_url_and_query() -> None:
     plain = Request(head_with(b"Host: h"), params={}, remote_address=None, secure=False)
     assert plain.url == "ws://h/chat"
     assert plain.query == {}
+
+
+# --- the fast acceptance of a usual request and the full checks agree ------------------
+
+# Each header as a client might send it, valid or not: the fast path may accept only what
+# the full checks accept, and must return the same key.
+_FIELD_VARIANTS = {
+    b"Host": [b"example.com", b"", b"a b", b"127.0.0.1:9001", None],
+    b"Upgrade": [b"websocket", b"WebSocket", b"h2c, websocket", b"h2c", b"", None],
+    b"Connection": [b"Upgrade", b"keep-alive, upgrade", b"keep-alive", b"", None],
+    b"Sec-WebSocket-Key": [RFC_KEY.encode(), b"dGhlIHNhbXBsZSBub25jZQ", b"dGhlIHNhbXBsZSBub25jZQ=!",
+                           b"AAAAAAAAAAAAAAAAAAAAAAAAAAAA", None],
+    b"Sec-WebSocket-Version": [b"13", b"8", b"13, 8", b"", None],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(choice=st.fixed_dictionaries({name: st.sampled_from(values)
+                                     for name, values in _FIELD_VARIANTS.items()}),
+       repeat=st.sampled_from([None, *_FIELD_VARIANTS]),
+       request_line=st.sampled_from([b"GET /chat HTTP/1.1", b"POST /chat HTTP/1.1",
+                                     b"GET /chat HTTP/1.0"]))
+def test_fast_acceptance_agrees_with_the_full_checks(
+        choice: dict[bytes, bytes | None], repeat: bytes | None, request_line: bytes) -> None:
+    from harpia.handshake import _check_slowly
+
+    lines = [name + b": " + value for name, value in choice.items() if value is not None]
+    if repeat is not None and choice[repeat] is not None:
+        lines.append(repeat + b": " + choice[repeat])      # the same field twice
+    head = head_with(*lines, request_line=request_line)
+    try:
+        expected: str | tuple[int, str] = _check_slowly(head)
+    except HandshakeError as exc:
+        expected = (exc.status, str(exc))
+    try:
+        got: str | tuple[int, str] = check_websocket_request(head)
+    except HandshakeError as exc:
+        got = (exc.status, str(exc))
+    assert got == expected
+    if isinstance(expected, str):
+        assert expected == choice[b"Sec-WebSocket-Key"].decode()   # type: ignore[union-attr]
+
+
+def test_the_usual_101_is_the_general_one() -> None:
+    fast = response_101(RFC_KEY)
+    general = response_101(RFC_KEY, extra_headers=[("X-A", "b")]).replace(b"\r\nX-A: b", b"")
+    assert fast == general
+    assert fast.endswith(b"Sec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\n\r\n")
