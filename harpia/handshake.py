@@ -25,6 +25,7 @@ __all__ = [
     "parse_extension_offers",
     "parse_header_tokens",
     "select_subprotocol",
+    "usual_websocket_key",
 ]
 
 #: RFC 6455 §1.3: the fixed GUID appended to the client's key.
@@ -88,9 +89,15 @@ def check_websocket_request(head: RequestHead) -> str:
     one ``Sec-WebSocket-Key`` that is base64 for 16 bytes; 426 (with
     ``Sec-WebSocket-Version: 13``) if ``Sec-WebSocket-Version`` is not 13.
     """
-    # Every connection comes through here: a valid request with no repeated field (what
-    # clients send) is accepted with one lookup per field; anything else takes the checks
-    # below, which say what is wrong.  Both accept exactly the same requests.
+    key = usual_websocket_key(head)
+    return key if key is not None else _check_slowly(head)
+
+
+def usual_websocket_key(head: RequestHead) -> str | None:
+    """The key of a valid WebSocket request with no repeated field (what clients send),
+    else ``None``: then :func:`check_websocket_request` says what is wrong, if anything."""
+    # Every connection comes through here: one lookup per field.  It accepts only what
+    # the full checks accept (tests/test_handshake.py holds the two side by side).
     fields = head.headers.unique_fields()
     if fields is not None and head.method == "GET" and head.http_version == "HTTP/1.1":
         host = fields.get("host")
@@ -105,7 +112,7 @@ def check_websocket_request(head: RequestHead) -> str:
                 and _has_token((connection,), "upgrade")
                 and _is_key(key)):
             return key
-    return _check_slowly(head)
+    return None
 
 
 def _is_key(key: str) -> bool:

@@ -34,6 +34,7 @@ from .handshake import (
     check_websocket_request,
     is_websocket_upgrade,
     select_subprotocol,
+    usual_websocket_key,
 )
 from .http_head import RequestHead
 from .http_parser import HttpRequestParser
@@ -591,17 +592,24 @@ class HttpProtocol(asyncio.Protocol):
             self._http(route, head, params)  # type: ignore[arg-type]
             return
         ws_route: WebSocketRoute = route  # type: ignore[assignment]
-        if not is_websocket_upgrade(head):
-            self._respond(response_http(
-                426, "this path speaks WebSocket: send an Upgrade request\n",
-                headers=(("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")),
-            ))
-            return
-        key = check_websocket_request(head)
+        key = usual_websocket_key(head)   # a valid request asks for the upgrade, too
+        if key is None:
+            if not is_websocket_upgrade(head):
+                self._respond(response_http(
+                    426, "this path speaks WebSocket: send an Upgrade request\n",
+                    headers=(("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")),
+                ))
+                return
+            key = check_websocket_request(head)
         options = ws_route.options
-        check_origin(head, options.origins)
-        subprotocol = select_subprotocol(head, options.subprotocols)
-        self._check_capacity()            # before the hook: a full server does no work for it
+        # The checks a route without origins, subprotocols or caps does not need are not
+        # called: this runs for every connection.
+        if options.origins is not None:
+            check_origin(head, options.origins)
+        subprotocol = (select_subprotocol(head, options.subprotocols)
+                       if options.subprotocols else None)
+        if app.max_connections is not None or app.hub.per_address is not None:
+            self._check_capacity()        # before the hook: a full server does no work for it
         hook = options.upgrade
         if hook is None:
             self._accept(ws_route, head, params, key, subprotocol, None)
@@ -660,7 +668,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
-        agreement = deflate_agreement(route, head)
+        agreement = deflate_agreement(route, head) if route.options.deflate is not None else None
         extra_headers: tuple[tuple[str, str], ...] = ()
         if isinstance(data, Accept):
             data, extra_headers = data.data, data.headers

@@ -1172,7 +1172,7 @@ _FIELD_VARIANTS = {
                                      b"GET /chat HTTP/1.0"]))
 def test_fast_acceptance_agrees_with_the_full_checks(
         choice: dict[bytes, bytes | None], repeat: bytes | None, request_line: bytes) -> None:
-    from harpia.handshake import _check_slowly
+    from harpia.handshake import _check_slowly, usual_websocket_key
 
     lines = [name + b": " + value for name, value in choice.items() if value is not None]
     if repeat is not None and choice[repeat] is not None:
@@ -1187,6 +1187,8 @@ def test_fast_acceptance_agrees_with_the_full_checks(
     except HandshakeError as exc:
         got = (exc.status, str(exc))
     assert got == expected
+    usual = usual_websocket_key(head)
+    assert usual is None or usual == expected
     if isinstance(expected, str):
         assert expected == choice[b"Sec-WebSocket-Key"].decode()   # type: ignore[union-attr]
 
