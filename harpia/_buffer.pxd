@@ -16,6 +16,7 @@ cdef struct ByteBuffer:
 cdef int buffer_resize(ByteBuffer *b, Py_ssize_t cap) except -1
 cdef void buffer_free(ByteBuffer *b) noexcept
 cdef bytes buffer_take_bytes(ByteBuffer *b)
+cdef void message_done(object message) noexcept
 
 
 cdef inline int buffer_reserve(ByteBuffer *b, Py_ssize_t extra) except -1:
@@ -38,3 +39,16 @@ cdef inline bytes buffer_copy_bytes(ByteBuffer *b):
     """The content as a new bytes object; the buffer is left as it is.  Inline: the end of
     every loop turn calls it once per connection with output."""
     return PyBytes_FromStringAndSize(b.data, b.len)
+
+
+cdef inline Py_ssize_t buffer_doubling_room(ByteBuffer *b, Py_ssize_t floor) noexcept:
+    """The room of ``b``, but no more than growth by doubling from ``floor`` would have left
+    (at most ``b.len``): a message grown into a spare (see _buffer.pyx) may hold more, yet
+    what is read into it still follows what arrived, in steps at powers of two."""
+    cdef Py_ssize_t room = b.cap - b.len
+    cdef Py_ssize_t limit = floor
+    if room <= b.len or room <= floor:
+        return room
+    while limit <= b.len:
+        limit *= 2
+    return limit - b.len if limit - b.len < room else room

@@ -26,7 +26,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from harpia._buffer cimport buffer_free, buffer_reserve, buffer_resize, buffer_take_bytes
+from harpia._buffer cimport (buffer_doubling_room, buffer_free, buffer_resize, buffer_take_bytes,
+                             message_done)
 from harpia._deflate cimport (INFLATE_OK, INFLATE_PAUSED, INFLATE_RATIO, INFLATE_TOO_BIG,
                               PerMessageDeflate)
 from harpia._loop cimport monotonic_ns
@@ -158,9 +159,8 @@ cdef class FrameEngine(FrameSender):
     # The transport's other way in (asyncio.BufferedProtocol): it reads straight into the
     # area get_buffer() returns, then says how much landed.  Usually that area is the loop
     # context's, shared by the loop's connections (reads never interleave), so a read costs
-    # no allocation; in the middle of a large frame it is the message itself, so the
-    # payload goes from the kernel to the message's bytes with no copy in between and is
-    # unmasked in place.
+    # no allocation; in the middle of a large frame it is the message itself, so the payload
+    # goes from the kernel to the message's bytes with no copy between, unmasked in place.
     def get_buffer(self, Py_ssize_t sizehint):
         cdef Py_ssize_t window = self._direct_window()
         if window:
@@ -258,9 +258,8 @@ cdef class FrameEngine(FrameSender):
     cdef Py_ssize_t _direct_window(self) except -1:
         """How many bytes the next read may put straight into the message (0: none).
 
-        Only inside a plain data frame with DIRECT_READ_AT bytes or more still to come; the
-        message grows to at most twice what arrived (or by DIRECT_READ_AT), never to the
-        length the header announced: memory follows the bytes that came (as _msg_reserve)."""
+        Only inside a plain data frame with DIRECT_READ_AT bytes or more still to come; a
+        read at most doubles what arrived, never reaching for the length a header announced."""
         cdef Py_ssize_t left, room, cap
         if not self.in_payload or self.frame_opcode >= Opcode.CLOSE or self.msg_compressed \
                 or self.input_closed or self._delivery_blocked() or self.frame_left < DIRECT_READ_AT:
@@ -276,7 +275,7 @@ cdef class FrameEngine(FrameSender):
             if cap > self.msg.len + left:
                 cap = self.msg.len + left
             buffer_resize(&self.msg, cap)
-            room = self.msg.cap - self.msg.len
+        room = buffer_doubling_room(&self.msg, DIRECT_READ_AT)     # as grown, even in a spare
         return room if room < left else left
 
     def _end_yield(self):
@@ -618,6 +617,7 @@ cdef class FrameEngine(FrameSender):
             message = buffer_take_bytes(&self.msg)      # the message itself, no copy
         self._msg_reset()
         self._deliver(message)
+        message_done(message)       # its storage serves the next one if nobody kept it
         return 0
 
     @cython.final

@@ -139,6 +139,29 @@ def test_a_trickled_large_frame_grows_the_message_a_few_times_not_per_read() -> 
     assert engine.events_received() == [("message", payload)]
 
 
+def test_a_large_message_nobody_kept_lends_its_storage_to_the_next() -> None:
+    # Its bytes object is reused (no allocator round trip per message, see _buffer): the
+    # next message must not keep its hash, and one a handler kept must not be reused.
+    engine, _ = with_context(max_payload_length=8 << 20)
+    pattern = bytes(range(256)) * (1 << 12)
+    payloads = [pattern[i:] + pattern[:i] for i in range(4)]      # 1 MiB each, all differ
+    seen: list[tuple[int, bool, bool]] = []
+    kept: list[bytes] = []
+
+    def on_message(_: FrameEngine, message: bytes) -> None:
+        seen.append((id(message), message == payloads[len(seen)],
+                     hash(message) == hash(bytes(bytearray(message)))))
+        if len(seen) == 3:
+            kept.append(message)
+
+    engine.bind_message_handler(on_message)
+    for payload in payloads:
+        transport_reads(engine, cf(BINARY, payload))
+    assert [(equal, hashed) for _, equal, hashed in seen] == [(True, True)] * 4
+    assert seen[1][0] == seen[0][0]         # the first, dropped, held the second
+    assert kept == [payloads[2]]            # the third, kept, was left alone
+
+
 def test_invalid_utf8_read_straight_into_a_text_message_fails_at_once() -> None:
     engine, _ = with_context()
     text = "a" * (300 * KiB)

@@ -17,6 +17,7 @@ import pytest
 from harpia import harpia
 from harpia._acceptor import AcceptingServer
 from harpia._transport import SocketTransport
+from websockets.asyncio.client import connect
 
 HIGH = 64 * 1024
 
@@ -491,3 +492,38 @@ def test_out_of_descriptors_backs_off_and_recovers(kind: str) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_large_messages_echo_intact_when_their_storage_is_reused() -> None:
+    # A large message nothing refers to after its handler lends its storage to the next
+    # one (harpia._buffer).  Echoes the kernel takes only in part (the client reads late)
+    # are kept by the transport, and messages a handler keeps, must not be overwritten.
+    kept: list[bytes] = []
+
+    def on_message(ws: Any, message: Any) -> None:
+        if len(kept) < 2:
+            kept.append(message)
+        ws.send(message)
+
+    app = harpia()
+    app.ws("/", {"message": on_message}, max_payload_length=8 << 20)
+    sizes = [1 << 20, 700_000, 1 << 20, (1 << 20) + 1, 300_000, 1 << 20, 2 << 20, 1 << 20]
+    payloads = [os.urandom(n) for n in sizes]
+    async with app.serve(port=0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/", max_size=None,
+                           compression=None) as client:
+            async def send_all() -> None:
+                for payload in payloads:
+                    await client.send(payload)
+
+            sending = asyncio.ensure_future(send_all())
+            await asyncio.sleep(0.2)                # the server's echoes queue up meanwhile
+            for i, payload in enumerate(payloads):
+                echoed = await asyncio.wait_for(client.recv(), 30)
+                assert echoed == payload, f"message {i} of {len(echoed)} bytes differs"
+            await asyncio.wait_for(sending, 30)
+            # Messages in a row, each read before the next is sent: reused storage.
+            for payload in payloads[::-1]:
+                await client.send(payload)
+                assert await asyncio.wait_for(client.recv(), 30) == payload
+    assert kept == payloads[:2]
