@@ -56,7 +56,7 @@ def pack_header_fields(headers: Headers) -> str:
     (``sys.getsizeof``, deep: 2.4 KiB against 0.5 KiB for a Chrome handshake of 12 fields,
     1.0 KiB against 0.17 KiB for a minimal one of 5).  No name or value holds a LF (the request
     parser refuses control characters), so the packing is unambiguous."""
-    return "\n".join(f"{name}\n{value}" for name, value in headers.raw_items())
+    return "\n".join([f"{name}\n{value}" for name, value in headers.raw_items()])
 
 
 def unpack_header_fields(packed: str) -> Headers:

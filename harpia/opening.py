@@ -74,7 +74,7 @@ def hand_over(ws: ServerWebSocket[Any], transport: asyncio.Transport, host: Open
     # to a stale count lands on unseen bytes, and the buffer goes over the limit
     # without the -1 that arms drain (then every send is 0 and drain never comes).
     # high=1, not 0: asyncio's TLS transport pauses at size >= high, even when empty.
-    transport.set_write_buffer_limits(high=1, low=0)
+    transport.set_write_buffer_limits(1, 0)                    # high, low
     ws.attach_transport(transport, host.cork)
     host.connection_opened(ws)
     ws.handshake_completed()
