@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-WSLOAD = BENCH_DIR / "loadgen" / "wsload"
+sys.path.insert(0, str(BENCH_DIR))
+from e2e import build_loadgen  # noqa: E402  (a sibling script, not a package)
+
 SERVER = BENCH_DIR / "servers" / "harpia_server.py"
 
 
@@ -53,7 +55,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) ->
 
 
 def _connects(port: int, cycles: int) -> None:
-    subprocess.run([str(WSLOAD), "--mode", "connect", "--port", str(port), "--conns", "4",
+    subprocess.run([str(build_loadgen()), "--mode", "connect", "--port", str(port), "--conns", "4",
                     "--messages", str(cycles), "--warmup", "0", "--timeout", "900"],
                    check=True, stdout=subprocess.DEVNULL)
 
