@@ -274,7 +274,9 @@ class SentinelSetup:
                 setup.sentinels.append(node)
             for node in setup.sentinels:
                 wait_for(lambda node=node: node.command("PING"), 10, f"sentinel on {node.port}")
-            wait_for(setup._replica_known, 30, "the sentinels to see the replica")
+            # A sentinel learns of replicas from the master's INFO, polled every 10 s: on a
+            # loaded machine the replica may miss the first polls.
+            wait_for(setup._replica_known, 60, "the sentinels to see the replica")
         except BaseException:
             setup.stop()
             raise
