@@ -170,6 +170,32 @@ static inline void seq_encode(uint64_t v, uint8_t *out, int n) {
     for (int i = 0; i < n; i++) out[i] = (uint8_t)B64[(v >> (6 * (n - 1 - i))) & 63];
 }
 
+/* The 8 digits of v as they lie in memory, read as one (little-endian) word. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "seq_word assumes a little-endian machine"
+#endif
+static inline uint64_t seq_word(uint64_t v) {
+    uint8_t d[8];
+    uint64_t w;
+    seq_encode(v, d, 8);
+    memcpy(&w, d, 8);
+    return w;
+}
+
+/* seq_word of consecutive numbers, which differ in their last digit only 63 times in 64:
+ * the first seven digits are encoded once per 64 numbers. */
+struct seq_words {
+    uint64_t high, word; /* v >> 6 and the word of v & ~63; word 0: nothing yet */
+};
+
+static inline uint64_t seq_word_next(struct seq_words *sw, uint64_t v) {
+    if ((v >> 6) != sw->high || !sw->word) {
+        sw->high = v >> 6;
+        sw->word = seq_word(v & ~63ull) & ~(0xffull << 56);
+    }
+    return sw->word | (uint64_t)(uint8_t)B64[v & 63] << 56;
+}
+
 static int8_t B64_VAL[256]; /* digit value, or -1 */
 
 static void seq_init(void) {
