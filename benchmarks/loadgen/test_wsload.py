@@ -131,8 +131,17 @@ class AwkwardServer:
 
     async def _echo(self, reader, writer, opcode, data, count, held) -> None:
         b = self.behaviour
-        if b == "corrupt" and count == 10:
+        fault = b.removeprefix("coalesce-")  # coalesce-X: fault X inside runs of several frames per write
+        if fault == "corrupt" and count == 10:
             data = data[:-1] + bytes([data[-1] ^ 1])
+        if fault == "opcode" and count == 10:
+            opcode = 3 - opcode  # text <-> binary
+        if fault == "digit" and count == 10:
+            data = data[:2] + b"!" + data[3:]  # not a base64 digit
+        if fault == "truncate" and count == 10:
+            data = data[:-1]
+        if fault == "duplicate" and count == 10:
+            held.append(frame(opcode, data))
         if b == "early-close" and count == 10:
             writer.write(frame(8, struct.pack("!H", 1001)))
             await writer.drain()
@@ -153,7 +162,7 @@ class AwkwardServer:
             third = max(1, len(data) // 3)
             out = (frame(opcode, data[:third], fin=False) + frame(9, b"hi")
                    + frame(0, data[third:2 * third], fin=False) + frame(0, data[2 * third:]))
-        if b == "coalesce":  # several frames per write, flushed when the input runs dry
+        if b.startswith("coalesce"):  # several frames per write, flushed when the input runs dry
             held.append(out)
             if len(held) < 5 and reader._buffer:
                 return
@@ -210,6 +219,41 @@ def test_faults_are_caught(wsload, behaviour, mode, code, needle):
         rc, res, err = run(wsload, srv.port, "--mode", mode, "--conns", "1", "--size", "64", "--messages", "100")
     assert rc == code, err
     assert needle in err and needle in res["error"]
+
+
+@pytest.mark.parametrize("fault,needle", [
+    ("corrupt", "payload byte"),
+    ("opcode", "opcode 2, expected 1"),
+    ("digit", "not a sequence number"),
+    ("truncate", "message of 63 bytes"),
+    ("duplicate", "sequence"),
+])
+def test_faults_among_many_frames_per_read_are_caught(wsload, fault, needle):
+    """The fast path takes many whole frames per read; one wrong frame among them still fails the run."""
+    with AwkwardServer("coalesce-" + fault) as srv:
+        rc, res, err = run(wsload, srv.port, "--mode", "pipeline", "--conns", "2", "--depth", "8", "--size", "64",
+                           "--messages", "400")
+    assert rc == 2, err
+    assert needle in err and needle in res["error"]
+
+
+def test_latency_is_sampled_in_throughput_modes_only(wsload):
+    with AwkwardServer("plain") as srv:
+        rc, res, err = run(wsload, srv.port, "--mode", "pipeline", "--conns", "3", "--depth", "4", "--messages", "400")
+        assert rc == 0, err
+        assert res["latency_sample_every"] == 16 and res["p50_us"] > 0 and res["messages"] == 400
+        rc, res, err = run(wsload, srv.port, "--mode", "pingpong", "--conns", "1", "--messages", "50")
+        assert rc == 0, err
+        assert res["latency_sample_every"] == 1 and 0 < res["p50_us"] <= res["p99_us"]
+
+
+def test_broadcast_deliveries_are_counted_exactly(wsload):
+    """--messages M with C clients: C * M deliveries, none of the sync messages before the run among them."""
+    with AwkwardServer("plain") as srv:
+        rc, res, err = run(wsload, srv.port, "--mode", "broadcast", "--conns", "20", "--depth", "8",
+                           "--messages", "500")
+    assert rc == 0, err
+    assert res["messages"] == 500 and res["deliveries"] == 20 * 500
 
 
 def test_broadcast_and_duration_mode(wsload):

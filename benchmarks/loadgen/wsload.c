@@ -92,6 +92,7 @@ static struct rusage g_ru0, g_ru1;
 static long long g_srv_ticks0 = -1, g_srv_ticks1 = -1; /* --server-pid tree's CPU over the measured window */
 /* broadcast */
 static uint64_t g_bseq, g_final_seq, g_next_sync, g_sync_deadline;
+static uint64_t g_sync_last; /* the last sync message: its late deliveries are not the run's */
 static int g_final_set, g_final_hits, g_sync_done;
 static uint64_t g_hit_seq[64];
 static int g_hits[64];
@@ -423,7 +424,7 @@ static void message_done(struct conn *c) {
 static void delivered(struct conn *c, uint64_t seq) {
     c->synced = 1;
     c->last_seq = seq;
-    if (g_phase == PH_MEASURE) g_deliveries++;
+    if (g_phase == PH_MEASURE && seq > g_sync_last) g_deliveries++;
     int slot = seq & 63;
     if (g_phase == PH_SYNC && g_hit_seq[slot] == seq && ++g_hits[slot] == cfg.conns) g_sync_done = 1;
     if (g_final_set && seq == g_final_seq) g_final_hits++;
@@ -839,6 +840,7 @@ static void tick(void) {
         struct conn *s = &conns[0];
         if (g_sync_done) {
             if (s->last_seq == g_bseq) { /* the sender got every sync message back */
+                g_sync_last = g_bseq;
                 s->inflight = 0;
                 s->ts_head = 0;
                 if (cfg.warmup > 0) {
