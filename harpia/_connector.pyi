@@ -1,10 +1,11 @@
 """Client connections on harpia's own socket I/O (compiled with Cython)."""
-import socket
 from typing import Any
 
 from ._transport import SocketPoller, SocketTransport
 
-def start_transport(loop: Any, poller: SocketPoller, sock: socket.socket,
-                    protocol: Any) -> SocketTransport:
-    """Take over the connected, non-blocking ``sock`` (its descriptor now belongs to the
-    transport), call ``protocol.connection_made`` and start reading; the transport."""
+def connect_transport(loop: Any, poller: SocketPoller, host: str, port: int,
+                      protocol: Any) -> SocketTransport | None:
+    """Start a TCP connection to ``host`` (an IPv4 or IPv6 address literal) and ``port``;
+    the transport, ``protocol.connection_made`` called and reading started.  ``None`` when
+    ``host`` is not an address literal (a name to resolve, an IPv6 zone).  ``OSError``
+    when the connect fails at once; later failures reach ``protocol.connection_lost``."""

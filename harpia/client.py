@@ -23,20 +23,19 @@ import asyncio
 import collections
 import functools
 import logging
-import socket
 import ssl
 import weakref
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from ._connector import start_transport
+from ._connector import connect_transport
 from ._frames import OPEN
 from ._loop import LoopContext
 from .engine_protocol import EngineProtocol
 from .client_handshake import ClientHandshake, HandshakeResult, parse_url
 from .errors import ConfigurationError, ConnectionClosed, HandshakeError
 from .handlers import RouteHandlers, bind_handlers
-from ._transport import SocketPoller, SocketTransport
+from ._transport import SocketPoller
 from .http_head import Headers
 
 __all__ = ["connect", "Connect", "ClientWebSocket", "ClientHandlers", "client_ssl_context"]
@@ -423,7 +422,15 @@ class _HandshakeProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self.done.done():
-            error = ConnectionError("connection lost during the opening handshake")
+            # A connect that failed after it started (refused, unreachable) comes as the
+            # transport's first error: the caller sees that error.
+            error: BaseException
+            if isinstance(exc, OSError) and exc.errno:
+                target = self.handshake.target
+                error = type(exc)(exc.errno, f"{exc.strerror} ({target.host_header}, "
+                                             "during the opening handshake)")
+            else:
+                error = ConnectionError("connection lost during the opening handshake")
             self.done.set_exception(error)
 
     def _feed(self, data: bytes, eof: bool) -> None:
@@ -454,35 +461,15 @@ class _HandshakeProtocol(asyncio.Protocol):
         self.done.set_result((result, ws))
 
 
-def _literal_family(host: str) -> int:
-    """AF_INET or AF_INET6 when ``host`` is an address literal, else 0 (a name to resolve)."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return family
-        except OSError:
-            pass
-    return 0
-
-
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SocketPoller] = \
     weakref.WeakKeyDictionary()
 
 
-async def _connect_own_io(loop: asyncio.AbstractEventLoop, family: int, host: str, port: int,
-                          protocol: asyncio.BaseProtocol) -> SocketTransport:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await loop.sock_connect(sock, (host, port))
-        poller = _pollers.get(loop)
-        if poller is None:
-            poller = _pollers[loop] = SocketPoller(loop)
-        return start_transport(loop, poller, sock, protocol)
-    except BaseException:
-        sock.close()
-        raise
+def _poller_for(loop: asyncio.AbstractEventLoop) -> SocketPoller:
+    poller = _pollers.get(loop)
+    if poller is None:
+        poller = _pollers[loop] = SocketPoller(loop)
+    return poller
 
 
 #: The handlers of a connection given none (messages go to ``recv()``).
@@ -586,19 +573,20 @@ class Connect:
         protocol = functools.partial(_HandshakeProtocol, handshake, self, done, loop)
 
         server_hostname = target.host if context is not None else None
-        family = _literal_family(target.host) if context is None and options["unix"] is None \
-            else 0
-        transport: Any
-        if family:
-            # Plain TCP to an address: harpia's own socket I/O, reads straight into the engine.
-            transport = await _connect_own_io(loop, family, target.host, target.port,
-                                              protocol())
-        elif options["unix"] is not None:
-            transport, _ = await loop.create_unix_connection(
-                protocol, str(options["unix"]), ssl=context, server_hostname=server_hostname)
-        else:
-            transport, _ = await loop.create_connection(
-                protocol, target.host, target.port, ssl=context, server_hostname=server_hostname)
+        transport: Any = None
+        if context is None and options["unix"] is None:
+            # Plain TCP to an address: harpia's own socket I/O, reads straight into the
+            # engine (None for a name to resolve).
+            transport = connect_transport(loop, _poller_for(loop), target.host, target.port,
+                                          protocol())
+        if transport is None:
+            if options["unix"] is not None:
+                transport, _ = await loop.create_unix_connection(
+                    protocol, str(options["unix"]), ssl=context, server_hostname=server_hostname)
+            else:
+                transport, _ = await loop.create_connection(
+                    protocol, target.host, target.port, ssl=context,
+                    server_hostname=server_hostname)
         try:
             result, ws = await done
         except BaseException:

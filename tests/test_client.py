@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -103,6 +104,46 @@ async def test_address_on_own_io_and_name_on_the_loop_transport() -> None:
             assert await ws.recv() == b"x" * 70000
             ws.close()
             assert await ws.wait_closed() == (1000, "")
+
+
+async def test_own_io_peer_address_and_refused_connect() -> None:
+    """The connect started in C: the transport knows its peer as accept() would say it, and
+    a refused connect is a ConnectionRefusedError naming where it went."""
+    async with serving(echo_app()) as base:
+        port = int(base.rsplit(":", 1)[1])
+        async with harpia.connect(f"{base}/echo") as ws:
+            assert ws.transport is not None
+            assert ws.transport.get_extra_info("peername") == ("127.0.0.1", port)
+    with pytest.raises(ConnectionRefusedError, match=f"127.0.0.1:{port}"):
+        await harpia.connect(f"{base}/echo")
+
+
+async def test_connect_still_in_progress_when_the_request_is_written() -> None:
+    """A server whose accept queue is full drops our SYN: the connect is still going on when
+    the upgrade request is written, which waits in the transport until the kernel retries
+    (after about a second) and the socket turns writable."""
+    listener = socket.socket()
+    filler = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)                      # the queue holds one connection...
+        port = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))     # ...this one, never accepted for now
+        started = asyncio.get_running_loop().time()
+        opening = asyncio.ensure_future(harpia.connect(f"ws://127.0.0.1:{port}/echo"))
+        await asyncio.sleep(0.2)
+        assert not opening.done()
+        listener.accept()[0].close()
+        async with echo_app().serve(sock=listener):
+            ws = await asyncio.wait_for(opening, 30)
+            assert asyncio.get_running_loop().time() - started > 0.5   # the SYN was retried
+            ws.send("late but there")
+            assert await ws.recv() == "late but there"
+            ws.close()
+            assert await ws.wait_closed() == (1000, "")
+    finally:
+        filler.close()
+        listener.close()
 
 
 async def test_server_closes_first() -> None:
