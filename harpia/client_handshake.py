@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from .errors import HandshakeError
-from .handshake import accept_key
+from .handshake import accept_key_bytes
 from .http_head import Headers
 
 __all__ = ["Target", "parse_url", "ClientHandshake", "HandshakeResult", "DeflateResponse",
@@ -225,6 +225,7 @@ class ClientHandshake:
         self.key = key or base64.b64encode(os.urandom(16)).decode("ascii")
         self._buffer = bytearray()
         self._head: tuple[int, bytes, int] | None = None    # status, head, body start
+        self._accept_bytes: bytes | None = None             # the Sec-WebSocket-Accept due
 
     def request(self) -> bytes:
         """The upgrade request's bytes."""
@@ -239,6 +240,14 @@ class ClientHandshake:
         Raises :class:`HandshakeError` for a refusal (with its status, headers and body)
         and for a 101 that does not satisfy RFC 6455.
         """
+        if not self._buffer and self._head is None:
+            # The whole 101 in one read, as servers send it: checked in one pass when it
+            # has the usual shape; anything else goes the long way below.
+            end = data.find(b"\r\n\r\n")
+            if 0 <= end <= MAX_HEAD_SIZE:
+                result = self._usual_101(data, end)
+                if result is not None:
+                    return result
         self._buffer += data
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
@@ -273,6 +282,41 @@ class ClientHandshake:
         raise HandshakeError(status, text or "the server refused the WebSocket upgrade",
                              dict(headers.raw_items()))
 
+    def _usual_101(self, data: bytes, end: int) -> HandshakeResult | None:
+        """The result when ``data[:end]`` is the usual 101, else None (never an error).
+
+        Usual: status 101, well-formed header lines, ``Upgrade: websocket``,
+        ``Connection: upgrade`` and our ``Sec-WebSocket-Accept``, each once, and neither a
+        subprotocol nor an extension.  The full check accepts all of these with the same
+        result (tests/test_client_handshake.py holds the two side by side)."""
+        head = data[:end]
+        if _USUAL_HEAD.fullmatch(head) is None or head.count(b"\n") > MAX_HEADERS:
+            return None
+        fields = _USUAL_FIELDS.findall(head)
+        if len(fields) != 3:
+            return None
+        seen = 0
+        for name, value in fields:
+            name = name.lower()
+            value = value.strip(b" \t")
+            if name == b"upgrade" and value.lower() == b"websocket":
+                seen |= 1
+            elif name == b"connection" and value.lower() == b"upgrade":
+                seen |= 2
+            elif name == b"sec-websocket-accept" and value == self._accept():
+                seen |= 4
+            else:
+                return None
+        if seen != 7:
+            return None
+        return HandshakeResult(101, head, None, None, None, None, data[end + 4:])
+
+    def _accept(self) -> bytes:
+        accept = self._accept_bytes
+        if accept is None:
+            accept = self._accept_bytes = accept_key_bytes(self.key)
+        return accept
+
     def _body(self, headers: Headers, start: int, eof: bool) -> bytes | None:
         """The refusal's body once complete (bounded; the rest is not waited for)."""
         have = len(self._buffer) - start
@@ -298,7 +342,7 @@ class ClientHandshake:
                 "upgrade" not in (c.lower() for c in _split_tokens(connection)):
             raise HandshakeError(101, "101 without 'Connection: upgrade'")
         accepts = fields.get("sec-websocket-accept", [])
-        if len(accepts) != 1 or accepts[0].strip() != accept_key(self.key):
+        if len(accepts) != 1 or accepts[0].strip() != self._accept().decode("ascii"):
             raise HandshakeError(101, "wrong or missing Sec-WebSocket-Accept")
 
         protocols = fields.get("sec-websocket-protocol")
@@ -365,6 +409,13 @@ _WEBSOCKET_FIELDS = ("upgrade", "connection", "sec-websocket-accept", "sec-webso
                      "sec-websocket-extensions")
 _WEBSOCKET_NAMES = frozenset(name.encode() for name in _WEBSOCKET_FIELDS)
 _TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())
+#: A 101 head whose every header line is ``token:value`` (what ``_parse_head`` accepts,
+#: less the lines holding a lone CR or LF, which go the long way).
+_USUAL_HEAD = re.compile(rb"HTTP/1\.[01] 101(?: [^\r\n]*)?(?:\r\n" + _TOKEN_BYTES.pattern +
+                         rb":[^\r\n]*)*")
+#: The lines of such a head that the check looks at (their name and raw value).
+_USUAL_FIELDS = re.compile(rb"\r\n(upgrade|connection|sec-websocket-(?:accept|protocol|"
+                           rb"extensions)):([^\r\n]*)", re.IGNORECASE)
 
 
 def _status(head: bytes) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
@@ -198,3 +200,97 @@ def test_101_with_two_upgrade_values_is_refused() -> None:
     hs = ClientHandshake(parse_url("ws://h/"))
     with pytest.raises(HandshakeError, match="Upgrade"):
         hs.feed(_response(hs.key, "Upgrade: h2c"))
+
+
+# ---------------------------------------------------------------- the usual 101, fast
+
+_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+_ACCEPT = accept_key(_KEY)
+
+#: Header lines a 101 may carry: the usual three in several spellings, and everything the
+#: one-pass check must leave to the full one (wrong values, repeats, offers, bad lines).
+_LINES = [
+    "Upgrade: websocket", "upgrade:WebSocket", "UPGRADE: \twebsocket \t", "Upgrade: h2c",
+    "Upgrade: websocket, h2c", "Connection: Upgrade", "connection: upgrade ",
+    "Connection: keep-alive, Upgrade", "Connection: close",
+    f"Sec-WebSocket-Accept: {_ACCEPT}", f"sec-websocket-accept:{_ACCEPT}\t",
+    f"Sec-WebSocket-Accept: {_ACCEPT.lower()}", "Sec-WebSocket-Accept: ",
+    "Sec-WebSocket-Protocol: chat", "Sec-WebSocket-Extensions: permessage-deflate",
+    "Date: Mon, 07 Dec 2026 07:00:00 GMT", "Server: test", "X-Upgrade: websocket",
+    "Upgrade-Insecure: 1", "Bad Name: x", "no colon here", ": empty name", "X-Empty:",
+    "X-Lone: a\rb", "X-Lone: a\nb", "X-Latin: caf\xe9",
+]
+_STATUS_LINES = ["HTTP/1.1 101 Switching Protocols", "HTTP/1.1 101", "HTTP/1.0 101 OK",
+                 "HTTP/1.1 101x", "HTTP/2 101", "HTTP/1.1 200 OK"]
+
+
+def _outcome(hs: ClientHandshake, pieces: list[bytes]) -> object:
+    """What feeding ``pieces`` one by one gives: the result, or the error's status and text."""
+    try:
+        result = None
+        for piece in pieces:
+            result = hs.feed(piece)
+        return result if result is not None else hs.feed(b"", eof=True)
+    except HandshakeError as exc:
+        return ("refused", exc.status, str(exc))
+
+
+#: Most examples start from one line of each group (in any order), then add to them.
+_USUAL_LINES = st.tuples(
+    st.sampled_from([line for line in _LINES if line.lower().startswith("upgrade:")]),
+    st.sampled_from([line for line in _LINES if line.lower().startswith("connection:")]),
+    st.sampled_from([line for line in _LINES if line.lower().startswith("sec-websocket-accept:")]
+                    + [f"Sec-WebSocket-Accept: {_ACCEPT[:-2]}x=", f"Sec-WebSocket-Accept: {_ACCEPT}x"]),
+).flatmap(st.permutations)
+
+
+@settings(max_examples=400, deadline=None)
+@given(status=st.sampled_from(_STATUS_LINES),
+       usual=st.one_of(_USUAL_LINES, st.just([])),
+       extra=st.lists(st.sampled_from(_LINES), max_size=5),
+       extra_first=st.booleans(),
+       trailing=st.sampled_from([b"", b"\x88\x02\x03\xe8"]),
+       subprotocols=st.sampled_from([(), ("chat",)]))
+def test_usual_101_check_agrees_with_the_full_check(
+        status: str, usual: list[str], extra: list[str], extra_first: bool, trailing: bytes,
+        subprotocols: tuple[str, ...]) -> None:
+    """Whole (the one-pass check when the head is usual) and split at every byte (always
+    the full check): the same result, or the same refusal."""
+    lines = extra + usual if extra_first else usual + extra
+    data = ("\r\n".join([status, *lines]) + "\r\n\r\n").encode("latin-1") + trailing
+    target = parse_url("ws://h/")
+
+    def fresh() -> ClientHandshake:
+        return ClientHandshake(target, subprotocols=subprotocols, key=_KEY)
+    end = data.index(b"\r\n\r\n")
+    usual = fresh()._usual_101(data, end)
+    whole = _outcome(fresh(), [data])
+    if usual is not None:
+        assert whole == usual
+    for i in range(1, end + 4):                     # the head split, the frames behind it
+        assert _outcome(fresh(), [data[:i], data[i:]]) == whole
+
+
+@pytest.mark.parametrize("lines", [
+    ("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {_ACCEPT}"),
+    ("sec-websocket-accept: " + _ACCEPT, "connection: upgrade", "upgrade: WebSocket",
+     "Date: Mon, 07 Dec 2026 07:00:00 GMT", "Server: uWebSockets"),
+])
+def test_usual_101_taken_in_one_pass(lines: tuple[str, ...]) -> None:
+    data = ("\r\n".join(["HTTP/1.1 101 Switching Protocols", *lines]) + "\r\n\r\n").encode()
+    hs = ClientHandshake(parse_url("ws://h/"), key=_KEY)
+    assert hs._usual_101(data + b"\x81\x00", len(data) - 4) is not None
+    result = hs.feed(data + b"\x81\x00")
+    assert result is not None and result.trailing == b"\x81\x00" and result.subprotocol is None
+    assert result.headers.get("upgrade", "").lower() == "websocket"
+
+
+@pytest.mark.parametrize("extra", [
+    ("Sec-WebSocket-Protocol: chat",),              # the full check says it was not offered
+    ("Upgrade: websocket",),                        # twice
+    ("X-Lone: a\rb",),
+])
+def test_unusual_101_left_to_the_full_check(extra: tuple[str, ...]) -> None:
+    data = _response(_KEY, *extra)
+    hs = ClientHandshake(parse_url("ws://h/"), key=_KEY)
+    assert hs._usual_101(data, data.index(b"\r\n\r\n")) is None

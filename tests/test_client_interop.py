@@ -171,6 +171,49 @@ async def test_wrong_accept_is_refused() -> None:
         assert info.value.status == 101
 
 
+@pytest.mark.parametrize("pieces", [1, 3, 12])
+async def test_101_variants_whole_and_in_pieces(pieces: int) -> None:
+    """A 101 with the fields in another order and spelling, extra header lines and the
+    server's first frame right behind it, written whole or in pieces (the server waits for
+    each piece to be flushed, so the client usually reads them apart): accepted, and the
+    frame is delivered."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = await read_key(reader)
+        answer = (f"HTTP/1.1 101 Switching Protocols\r\nDate: Mon, 07 Dec 2026 07:00:00 GMT\r\n"
+                  f"sec-websocket-accept: {accept_key(key)}\r\nconnection: upgrade\r\n"
+                  f"Server: hand-written\r\nUPGRADE: WebSocket\r\n\r\n").encode() + b"\x81\x02hi"
+        step = -(-len(answer) // pieces)
+        for start in range(0, len(answer), step):
+            writer.write(answer[start:start + step])
+            await writer.drain()
+        await reader.read(6)                        # the client's close frame, masked
+        writer.write(b"\x88\x02\x03\xe8")
+        writer.close()
+
+    server, port = await raw_server(handler)
+    async with server:
+        ws = await harpia.connect(f"ws://127.0.0.1:{port}/")
+        assert await asyncio.wait_for(ws.recv(), 10) == "hi"
+        assert ws.response_headers["server"] == "hand-written"
+        ws.close()
+        assert await asyncio.wait_for(ws.wait_closed(), 10) == (1000, "")
+
+
+async def test_refusal_with_a_body_keeps_status_and_body() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_key(reader)
+        writer.write(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"
+                     b"Content-Length: 13\r\n\r\nlog in first\n")
+        await reader.read()
+
+    server, port = await raw_server(handler)
+    async with server:
+        with pytest.raises(HandshakeError, match="log in first") as info:
+            await harpia.connect(f"ws://127.0.0.1:{port}/")
+        assert info.value.status == 401
+        assert info.value.headers["WWW-Authenticate"] == "Bearer"
+
+
 async def test_redirects_followed_only_when_asked() -> None:
     app = harpia.harpia()
     app.ws("/target", {"message": lambda ws, m: ws.send(m)})
