@@ -28,6 +28,10 @@ cdef class ByteSink:
     cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1
     # The rest of ``owner`` (a bytes object) from ``p``: a sink may keep it by reference.
     cdef int write_owned(self, object owner, const char *p, Py_ssize_t n) except -1
+    # ``head`` then the payload (``owner`` as for write_owned, or None: copy if kept), in
+    # one call so a sink can hand both to the kernel at once.
+    cdef int write_pair(self, const char *head, Py_ssize_t hn, object owner, const char *p,
+                        Py_ssize_t n) except -1
     cdef Py_ssize_t buffered_size(self) noexcept
 
 

@@ -28,6 +28,13 @@ cdef class ByteSink:
     cdef int write_owned(self, object owner, const char *p, Py_ssize_t n) except -1:
         return self.write_ptr(p, n)
 
+    cdef int write_pair(self, const char *head, Py_ssize_t hn, object owner, const char *p,
+                        Py_ssize_t n) except -1:
+        self.write_ptr(head, hn)
+        if owner is not None:
+            return self.write_owned(owner, p, n)
+        return self.write_ptr(p, n)
+
     cdef Py_ssize_t buffered_size(self) noexcept:
         return 0
 
@@ -58,7 +65,8 @@ cdef class OutputBuffer:
                                  Py_ssize_t n) except -1:
         """A large unmasked frame straight to the transport, after what is queued: the
         queue and the header in one buffer, then the payload itself (``payload``, a bytes
-        object, is not copied at all)."""
+        object, is not copied at all).  A sink takes both in one call: a header sent on
+        its own is a segment of its own, and a wake-up of the peer for a few bytes."""
         cdef Py_ssize_t total = header_size(n, False) + n
         cdef Py_ssize_t queued = self.queued.len
         cdef bytes head
@@ -68,11 +76,8 @@ cdef class OutputBuffer:
             buffer_reserve(&self.queued, total - n)
             write_header(<uint8_t *>self.queued.data + queued, first_byte, n, NULL)
             self.queued.len = 0
-            self.sink.write_ptr(self.queued.data, queued + total - n)
-            if payload is not None:
-                self.sink.write_owned(payload, <const char *>data, n)
-            else:
-                self.sink.write_ptr(<const char *>data, n)
+            self.sink.write_pair(self.queued.data, queued + total - n, payload,
+                                 <const char *>data, n)
             self.transport_buffered = self.sink.buffered_size()
             return total
         if payload is not None:

@@ -29,7 +29,7 @@ cdef extern from "<errno.h>" nogil:
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uint32_t
 from libc.stdlib cimport malloc
-from libc.string cimport memcpy, memmove, strerror, strlen
+from libc.string cimport memcpy, memmove, memset, strerror, strlen
 
 from harpia._buffer cimport buffer_free, buffer_reserve, buffer_trim
 from harpia._frames cimport FrameEngine
@@ -44,6 +44,20 @@ cdef extern from "<sys/socket.h>" nogil:
     int c_shutdown "shutdown" (int fd, int how)
     int SHUT_WR
     int MSG_NOSIGNAL
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t c_sendmsg "sendmsg" (int fd, const msghdr *msg, int flags)
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
 
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
@@ -483,71 +497,107 @@ cdef class SocketTransport(ByteSink):
         """``write_ptr`` of the whole rest of ``owner`` (an immutable bytes object from
         ``p``): what the kernel does not take is kept by reference, not copied (a large
         message would cost a copy and the pages to hold it, per message)."""
-        cdef ssize_t sent
-        cdef int err
-        cdef Py_ssize_t pending = self._pending()
-        cdef Py_ssize_t offset
-        if n < HOLD_AT or not PyBytes_CheckExact(owner) or self.lost:
+        cdef Py_ssize_t sent = 0
+        if not self._holdable(owner, p, n):
             return self.write_ptr(p, n)
-        offset = p - PyBytes_AS_STRING(owner)
-        if offset < 0 or offset + n != PyBytes_GET_SIZE(owner):
-            return self.write_ptr(p, n)
-        if pending == 0:
-            sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
-            if sent < 0:
-                err = errno
-                if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
-                    self._fatal(_os_error(err), "Fatal write error on socket transport")
-                    return 0
-                sent = 0
-            if sent == n:
+        if self._pending() == 0:
+            sent = self._send(p, n)
+            if sent < 0 or sent == n:
                 return 0
-            offset += sent
-            n -= sent
-        if self.held is None:
-            self.held = [owner]
-            self.held_off = offset
-        elif offset:
-            self.held.append(owner[offset:])
-        else:
-            self.held.append(owner)
-        self.held_size += n
-        if pending == 0:
-            self._update(True)              # watch for writability
-        return self._maybe_pause_protocol()
+        return self._keep(owner, p + sent, n - sent)
 
     cdef int write_ptr(self, const char *p, Py_ssize_t n) except -1:
         """``write``, at C level (the frame engine's output comes this way)."""
-        cdef ssize_t sent
-        cdef int err
-        cdef Py_ssize_t pending = self._pending()
+        cdef Py_ssize_t sent = 0
         if self.lost or n == 0:
             return 0                        # as asyncio: writes after the end are dropped
-        if self.held is not None:
+        if self._pending() == 0:
+            sent = self._send(p, n)
+            if sent < 0 or sent == n:
+                return 0
+        return self._keep(None, p + sent, n - sent)
+
+    cdef int write_pair(self, const char *head, Py_ssize_t hn, object owner, const char *p,
+                        Py_ssize_t n) except -1:
+        """``head`` and the payload in one sendmsg when nothing waits before them: what the
+        kernel does not take is kept as write_ptr and write_owned keep it."""
+        cdef msghdr msg
+        cdef iovec iov[2]
+        cdef ssize_t sent
+        cdef int err
+        if self.lost or self._pending() != 0 or hn == 0:
+            return ByteSink.write_pair(self, head, hn, owner, p, n)
+        memset(&msg, 0, sizeof(msg))
+        iov[0].iov_base = <void *>head
+        iov[0].iov_len = hn
+        iov[1].iov_base = <void *>p
+        iov[1].iov_len = n
+        msg.msg_iov = iov
+        msg.msg_iovlen = 2
+        sent = c_sendmsg(self.fd, &msg, MSG_NOSIGNAL)
+        if sent < 0:
+            err = errno
+            if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
+                self._fatal(_os_error(err), "Fatal write error on socket transport")
+                return 0
+            sent = 0
+        if sent == hn + n:
+            return 0
+        if sent < hn:
+            self._keep(None, head + sent, hn - sent)
+            sent = 0
+        else:
+            sent -= hn
+        if owner is not None and self._holdable(owner, p, n):
+            return self._keep(owner, p + sent, n - sent)
+        return self._keep(None, p + sent, n - sent)
+
+    cdef bint _holdable(self, object owner, const char *p, Py_ssize_t n) noexcept:
+        # Worth keeping by reference: large, the rest of an immutable bytes object.
+        cdef Py_ssize_t offset
+        if n < HOLD_AT or not PyBytes_CheckExact(owner) or self.lost:
+            return False
+        offset = p - PyBytes_AS_STRING(owner)
+        return offset >= 0 and offset + n == PyBytes_GET_SIZE(owner)
+
+    cdef Py_ssize_t _send(self, const char *p, Py_ssize_t n) except -2:
+        # One send; the bytes the kernel took (0 when it would block), -1 after a fatal error.
+        cdef ssize_t sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
+        cdef int err
+        if sent < 0:
+            err = errno
+            if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
+                self._fatal(_os_error(err), "Fatal write error on socket transport")
+                return -1
+            return 0
+        return sent
+
+    cdef int _keep(self, object owner, const char *p, Py_ssize_t n) except -1:
+        """Keep ``n`` bytes from ``p`` the kernel did not take, behind what waits already:
+        by reference to ``owner`` (a bytes object ``p`` ends) or else copied."""
+        cdef Py_ssize_t pending = self._pending()
+        cdef Py_ssize_t offset
+        if owner is not None:
+            offset = p - PyBytes_AS_STRING(owner)
+            if self.held is None:
+                self.held = [owner]
+                self.held_off = offset
+            else:
+                self.held.append(owner[offset:] if offset else owner)
+            self.held_size += n
+        elif self.held is not None:
             # Behind output kept by reference: queued after it, in order.
             self.held.append(PyBytes_FromStringAndSize(p, n))
             self.held_size += n
-            return self._maybe_pause_protocol()
-        if pending == 0:
-            sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
-            if sent < 0:
-                err = errno
-                if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
-                    self._fatal(_os_error(err), "Fatal write error on socket transport")
-                    return 0
-                sent = 0
-            if sent == n:
-                return 0
-            p += sent
-            n -= sent
-        elif self.out_start and self.out.len + n > self.out.cap:
-            # Reuse the room the kernel freed at the front before growing.
-            memmove(self.out.data, self.out.data + self.out_start, pending)
-            self.out.len = pending
-            self.out_start = 0
-        buffer_reserve(&self.out, n)
-        memcpy(self.out.data + self.out.len, p, n)
-        self.out.len += n
+        else:
+            if pending and self.out_start and self.out.len + n > self.out.cap:
+                # Reuse the room the kernel freed at the front before growing.
+                memmove(self.out.data, self.out.data + self.out_start, pending)
+                self.out.len = pending
+                self.out_start = 0
+            buffer_reserve(&self.out, n)
+            memcpy(self.out.data + self.out.len, p, n)
+            self.out.len += n
         if pending == 0:
             self._update(True)              # watch for writability
         return self._maybe_pause_protocol()

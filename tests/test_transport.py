@@ -527,3 +527,26 @@ async def test_large_messages_echo_intact_when_their_storage_is_reused() -> None
                 await client.send(payload)
                 assert await asyncio.wait_for(client.recv(), 30) == payload
     assert kept == payloads[:2]
+
+
+async def test_large_frames_sent_by_header_and_payload_together_arrive_in_order() -> None:
+    # A large frame's header and payload go to the kernel in one call; whatever part of
+    # it the kernel leaves (inside the header or the payload, from bytes kept by reference
+    # or a bytearray copied) waits in order with the small frames queued around it.
+    sizes = [100, 70_000, 300_000, 65_536, 1 << 20, 20, 200_000, 65_535] * 6
+    payloads = [os.urandom(n) for n in sizes]
+
+    def on_message(ws: Any, message: Any) -> None:
+        for i, payload in enumerate(payloads):
+            ws.send(bytearray(payload) if i % 5 == 1 else payload)
+
+    app = harpia()
+    app.ws("/", {"message": on_message}, backpressure_limit=64 << 20)
+    async with app.serve(port=0) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/", max_size=None, max_queue=2,
+                           compression=None) as client:
+            await client.send("go")
+            await asyncio.sleep(0.3)                # the client's queue is full meanwhile
+            for i, payload in enumerate(payloads):
+                echoed = await asyncio.wait_for(client.recv(), 30)
+                assert echoed == payload, f"frame {i} of {len(echoed)} bytes differs"
