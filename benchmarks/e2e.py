@@ -112,6 +112,7 @@ class Scenario:
 
 MSG_S = Metric("msgs_per_s", "msg/s")
 P50 = Metric("p50_us", "p50 µs", higher_is_better=False)
+P99 = Metric("p99_us", "p99 µs", higher_is_better=False)
 
 
 def _echo(mode: str, conns: int, size: int = 32, *extra: str) -> tuple[str, ...]:
@@ -120,7 +121,7 @@ def _echo(mode: str, conns: int, size: int = 32, *extra: str) -> tuple[str, ...]
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("pingpong-1", _echo("pingpong", 1, 32, "--text"), _echo("pingpong", 1, 32, "--text"),
-             (MSG_S, P50), messages=20_000, quick_messages=2_000),
+             (MSG_S, P50, P99), messages=20_000, quick_messages=2_000),
     Scenario("pingpong-100", _echo("pingpong", 100, 32, "--text"), _echo("pingpong", 20, 32, "--text"),
              (MSG_S,), messages=200_000, quick_messages=5_000),
     Scenario("pipeline-100x16", _echo("pipeline", 100, 32, "--depth", "16", "--text"),
