@@ -16,6 +16,7 @@ cdef extern from "<sys/socket.h>" nogil:
         unsigned short ss_family
     int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
     int setsockopt(int fd, int level, int name, const void *value, socklen_t n)
+    int getsockopt(int fd, int level, int name, void *value, socklen_t *n)
     int SOCK_NONBLOCK
     int SOCK_CLOEXEC
     int AF_INET
