@@ -88,6 +88,8 @@ cdef enum:
     # A write of this much or more that the kernel does not take at once is kept by
     # reference when it is a bytes object, not copied.
     HOLD_AT = 65536
+    # Reads of one ready socket in a row while each fills its room (see _read_ready).
+    READS_PER_READY = 8
     # Ready sockets taken per wake-up; more wait for the next loop turn (level-triggered,
     # nothing is lost), so timers and other readers get their turn in between.
     MAX_EVENTS = 256
@@ -353,16 +355,29 @@ cdef class SocketTransport(ByteSink):
         return self.poller.update(self, events)
 
     cdef int _read_ready(self) except -1:
+        cdef int i
         if self.lost or not self.want_read:
             return 0
         if self.engine is not None and self.engine.loop is not None:
-            return self._read_engine()
+            # A read that fills all the room it was given has likely left more behind
+            # (a large message): read again now rather than after another trip through
+            # epoll, a few times at most so that one busy socket does not hold up the
+            # others of the batch.  A short read means the socket is empty: no read is
+            # spent on finding EAGAIN.
+            for i in range(READS_PER_READY):
+                if not self._read_engine():
+                    return 0
+                if self.lost or not self.want_read or self.engine is None \
+                        or self.engine.loop is None:
+                    return 0
+            return 0
         if self.buffered_protocol or self.engine is not None:
             return self._read_buffered()
         return self._read_plain()
 
     cdef int _read_engine(self) except -1:
-        # FrameEngine.get_buffer + buffer_updated, at C level.
+        # FrameEngine.get_buffer + buffer_updated, at C level; 1 if the read filled all
+        # the room it had (more may be waiting), else 0.
         cdef FrameEngine engine = self.engine
         cdef LoopContext context = engine.loop
         cdef Py_ssize_t window = engine._direct_window()
@@ -381,7 +396,9 @@ cdef class SocketTransport(ByteSink):
                     finally:
                         engine.in_feed = False
                     engine._read_end()
-                    return 0
+                    # Full, with more of the frame to come (a read that ended the frame
+                    # has nothing behind it in a request-response exchange).
+                    return n == window and engine.in_payload and engine.frame_left > 0
             else:
                 if context.recv_area is None:
                     context.receive_area()
@@ -389,7 +406,7 @@ cdef class SocketTransport(ByteSink):
                 n = c_recv(self.fd, area, PyByteArray_GET_SIZE(context.recv_area), 0)
                 if n > 0:
                     engine._feed_ptr(<const unsigned char *>area, n, None)
-                    return 0
+                    return n == PyByteArray_GET_SIZE(context.recv_area)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
