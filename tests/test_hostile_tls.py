@@ -128,7 +128,9 @@ async def test_unfinished_tls_handshakes_are_capped_and_timed_out(
             # Nothing ends the held ones but the handshake timeout (10 s from each accept).
             await wait_for(lambda: server.fds() <= fds_before + 2, 30, "the timeout to drop them")
             released = time.monotonic() - started
-            assert sum(map(_closed, socks)) == FLOOD
+            # The server's last descriptors may go a moment after the count above allows
+            # (it tolerates 2): every client sees its hang-up within a few seconds.
+            assert await _count_closed(socks, FLOOD, 10) == FLOOD
         finally:
             for sock in socks:
                 sock.close()
