@@ -112,6 +112,7 @@ cdef class SocketTransport(ByteSink):
     cdef int _write_ready(self) except -1
     cdef bint _holdable(self, object owner, const char *p, Py_ssize_t n) noexcept
     cdef Py_ssize_t _send(self, const char *p, Py_ssize_t n) except -2
+    cdef Py_ssize_t _taken(self, ssize_t sent) except -2
     cdef int _keep(self, object owner, const char *p, Py_ssize_t n) except -1
     cdef int _force_close(self, object exc) except -1
     cdef int _fatal(self, object exc, str message) except -1

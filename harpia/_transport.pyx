@@ -540,8 +540,7 @@ cdef class SocketTransport(ByteSink):
         kernel does not take is kept as write_ptr and write_owned keep it."""
         cdef msghdr msg
         cdef iovec iov[2]
-        cdef ssize_t sent
-        cdef int err
+        cdef Py_ssize_t sent
         if self.lost or self._pending() != 0 or hn == 0:
             return ByteSink.write_pair(self, head, hn, owner, p, n)
         memset(&msg, 0, sizeof(msg))
@@ -551,14 +550,8 @@ cdef class SocketTransport(ByteSink):
         iov[1].iov_len = n
         msg.msg_iov = iov
         msg.msg_iovlen = 2
-        sent = c_sendmsg(self.fd, &msg, MSG_NOSIGNAL)
-        if sent < 0:
-            err = errno
-            if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
-                self._fatal(_os_error(err), "Fatal write error on socket transport")
-                return 0
-            sent = 0
-        if sent == hn + n:
+        sent = self._taken(c_sendmsg(self.fd, &msg, MSG_NOSIGNAL))
+        if sent < 0 or sent == hn + n:
             return 0
         if sent < hn:
             self._keep(None, head + sent, hn - sent)
@@ -579,7 +572,11 @@ cdef class SocketTransport(ByteSink):
 
     cdef Py_ssize_t _send(self, const char *p, Py_ssize_t n) except -2:
         # One send; the bytes the kernel took (0 when it would block), -1 after a fatal error.
-        cdef ssize_t sent = c_send(self.fd, p, n, MSG_NOSIGNAL)
+        return self._taken(c_send(self.fd, p, n, MSG_NOSIGNAL))
+
+    cdef Py_ssize_t _taken(self, ssize_t sent) except -2:
+        # What a send or sendmsg returned, as the bytes the kernel took: 0 when it would
+        # block (or a signal came first), -1 once a real error has closed the transport.
         cdef int err
         if sent < 0:
             err = errno
