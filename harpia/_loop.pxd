@@ -26,6 +26,9 @@ cdef class LoopMember:
 cdef class LoopContext:
     cdef list queued                # members with output queued this turn
     cdef bint scheduled
+    # Set while a poller hands its ready sockets to their transports: what the reads of
+    # the batch queue is written once all of them are read (end_batch), not per read.
+    cdef bint batching
     cdef object call_soon
     cdef object _run_cb
     # --- busy polling (off when poll_window_ns == 0) ---
@@ -39,11 +42,12 @@ cdef class LoopContext:
     cdef object recv_view
 
     cdef int activity(self) except -1
+    cdef int end_batch(self) except -1
 
     cdef inline int add(self, LoopMember member) except -1:
         # Inline: a publish calls it once per subscriber, from another module.
         self.queued.append(member)
-        if not self.scheduled:
+        if not self.scheduled and not self.batching:
             self.scheduled = True
             self.call_soon(self._run_cb)
         return 0
