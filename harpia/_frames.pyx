@@ -246,10 +246,7 @@ cdef class FrameEngine(FrameSender):
     @cython.final
     cdef int _read_end(self) except -1:
         if self.output.queued.len:
-            if self.loop is not None and self.loop.batching:
-                self._mark_dirty()          # with the rest of the poller's batch
-            else:
-                self._write_output()
+            self._write_output()
         if (self.inflate_yielding or self.read_frames >= YIELD_AFTER_FRAMES and
                 self.loop is not None and not self.input_closed) and \
                 not (self.read_pause_reasons & PAUSE_YIELD):

@@ -26,9 +26,6 @@ cdef class LoopMember:
 cdef class LoopContext:
     cdef list queued                # members with output queued this turn
     cdef bint scheduled
-    # Set while a poller hands its ready sockets to their transports: what the reads of
-    # the batch queue is written once all of them are read (end_batch), not per read.
-    cdef bint batching
     cdef object call_soon
     cdef object _run_cb
     # --- busy polling (off when poll_window_ns == 0) ---
@@ -42,12 +39,11 @@ cdef class LoopContext:
     cdef object recv_view
 
     cdef int activity(self) except -1
-    cdef int end_batch(self) except -1
 
     cdef inline int add(self, LoopMember member) except -1:
         # Inline: a publish calls it once per subscriber, from another module.
         self.queued.append(member)
-        if not self.scheduled and not self.batching:
+        if not self.scheduled:
             self.scheduled = True
             self.call_soon(self._run_cb)
         return 0

@@ -2,10 +2,7 @@
 """What the connections of one event loop share: a ``LoopContext``.
 
 - Output batching (auto-cork): connections that queued frames during a loop turn are
-  written once at its end, however many frames each holds.  While a poller hands out a
-  batch of ready sockets (``batching``), what their reads queue is written once the whole
-  batch is read (``end_batch``): the replies leave together, so the peer is woken once for
-  them rather than once per socket, and they still leave in the same loop turn.
+  written once at its end, however many frames each holds.
 - Busy polling (``busy_poll`` seconds, 0 = off): after a read, the loop is kept turning
   (a callback that reschedules itself, so the loop polls with a zero timeout) until
   ``busy_poll`` has passed without another read.  A loop that sleeps in epoll_wait takes
@@ -80,13 +77,6 @@ cdef class LoopContext:
             self.call_soon(self._poll_cb)
         else:
             self.polling = False
-
-    cdef int end_batch(self) except -1:
-        # The poller's batch is read: write what it queued (and whatever came before it).
-        self.batching = False
-        if self.queued:
-            self.run()
-        return 0
 
     def run(self):
         """Write every member queued since the last run (the scheduled callback)."""

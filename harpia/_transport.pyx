@@ -8,8 +8,7 @@ its transport at C level.  Why not ``add_reader`` per socket: uvloop makes a pol
 a callback handle per socket (about 0.6 KiB of an idle connection), a Python call per read,
 and, when the socket reports an error (a reset), stops the poll and never calls the reader,
 so a reset connection would linger.  Reads are one ``recv`` per readiness and writes a
-``send`` tried at once, so a reply leaves at the end of the read that produced it, or, when
-several sockets were ready together, once that whole batch is read (``LoopContext``).  When the protocol is the frame engine the read goes straight
+``send`` tried at once, so a reply leaves at the end of the read that produced it.  When the protocol is the frame engine the read goes straight
 into the engine's receive area (or into the message being reassembled) and the engine is
 called at C level: no Python call per read beyond the loop's readiness callback.
 
@@ -199,7 +198,6 @@ cdef class SocketPoller:
         cdef int i
         cdef uint32_t ev
         cdef SocketTransport t
-        cdef LoopContext ctx = None
         if n <= 0:
             return
         # A callback may stop watching another socket of this batch (and drop the set's
@@ -210,10 +208,6 @@ cdef class SocketPoller:
             for i in range(n):
                 t = <SocketTransport>events[i].data.ptr
                 ev = events[i].events
-                if ctx is None and n > 1 and t.engine is not None and t.engine.loop is not None:
-                    # Replies of the whole batch leave together at its end (LoopContext).
-                    ctx = t.engine.loop
-                    ctx.batching = True
                 try:
                     # An error or a hang-up is news for whichever side is watched.
                     if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and t.interest & EPOLLIN:
@@ -228,8 +222,6 @@ cdef class SocketPoller:
                     t._report(exc, "Fatal error in a socket transport")
                     t._force_close(exc)
         finally:
-            if ctx is not None:
-                ctx.end_batch()
             for i in range(n):
                 Py_DECREF(<SocketTransport>events[i].data.ptr)
 

@@ -18,7 +18,6 @@ from harpia import harpia
 from harpia._acceptor import AcceptingServer
 from harpia._transport import SocketTransport
 from websockets.asyncio.client import connect
-from wsclient import TEXT, RawClient, client_frame
 
 HIGH = 64 * 1024
 
@@ -551,31 +550,3 @@ async def test_large_frames_sent_by_header_and_payload_together_arrive_in_order(
             for i, payload in enumerate(payloads):
                 echoed = await asyncio.wait_for(client.recv(), 30)
                 assert echoed == payload, f"frame {i} of {len(echoed)} bytes differs"
-
-
-async def test_replies_to_sockets_ready_together_leave_once_the_batch_is_read() -> None:
-    # Sockets that are ready at once are read in one batch; what their reads queue is
-    # written when the whole batch has been read, each reply on its own connection.
-    # Seen from inside: while the later ones are handled, the earlier replies still wait.
-    count = 8
-    opened: list[Any] = []
-    waiting_seen: list[int] = []
-
-    def on_message(ws: Any, message: Any) -> None:
-        ws.send(f"re {message}")
-        waiting_seen.append(sum(other.buffered_amount for other in opened if other is not ws))
-
-    app = harpia()
-    app.ws("/", {"open": opened.append, "message": on_message})
-    async with app.serve(port=0) as server:
-        clients = [await RawClient.open(server.port) for _ in range(count)]
-        while len(opened) < count:
-            await asyncio.sleep(0.01)
-        # Sent without yielding to the loop: every socket is readable at its next poll.
-        for i, client in enumerate(clients):
-            client.sock.send(client_frame(TEXT, f"m{i}"))
-        for i, client in enumerate(clients):
-            assert await client.recv_message() == f"re m{i}"
-    assert len(waiting_seen) == count
-    assert max(waiting_seen) > 0, "every reply left before the next socket of its batch was read"
-    assert sum(ws.buffered_amount for ws in opened) == 0
