@@ -63,6 +63,9 @@ BASELINE = "picows"
 HOST = "127.0.0.1"
 SERVER_CPU, LOADGEN_CPU = 0, 1
 BUSY_OTHER_PCT = 25.0  # CPU % used by the rest of the machine above which a report is flagged as disturbed
+# CPU % (of one core, both CPUs summed) the hypervisor kept this VM's runnable vCPUs waiting
+# (steal time) above which a report is flagged: the host, not this machine, was busy.
+STEAL_PCT = 10.0
 
 # What a Python server script needs; a failed import makes that server "n/a".
 IMPORTS = {
@@ -343,10 +346,19 @@ def _raise_nofile() -> None:  # runs in the server's process before exec
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _machine_busy_seconds() -> float:
-    """CPU time all CPUs spent busy since boot (/proc/stat; idle and iowait excluded)."""
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, stolen): CPU time all CPUs spent busy since boot, and the time their vCPUs
+    were ready to run but the hypervisor ran something else (/proc/stat's steal column).
+    Busy excludes idle, iowait and steal."""
     vals = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(vals) - vals[3] - vals[4] - vals[7]) / hz, vals[7] / hz
+
+
+def _machine_busy_seconds() -> float:
+    """Busy or stolen CPU time since boot: either means the machine is not quiet."""
+    busy, stolen = _machine_cpu_seconds()
+    return busy + stolen
 
 
 def wait_for_quiet(max_wait: float, sample: float = 0.5) -> float:
@@ -461,13 +473,15 @@ def run_wsload(server: ServerProcess, scenario: Scenario, cfg: RunConfig) -> dic
     """Drive a running server through one scenario; wsload's JSON plus server_cpu_pct."""
     cmd = wsload_command(scenario, server.port, server.pid, cfg)
     timeout = 600.0 if cfg.fixed_work or not scenario.timed else cfg.duration + cfg.warmup + 120
-    cpu0, busy0, kids0, t0 = server.cpu_seconds(), _machine_busy_seconds(), _children_cpu_seconds(), time.monotonic()
+    cpu0, kids0, t0 = server.cpu_seconds(), _children_cpu_seconds(), time.monotonic()
+    busy0, stolen0 = _machine_cpu_seconds()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wsload did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
     wall, cpu1 = time.monotonic() - t0, server.cpu_seconds()
-    busy, wsload_cpu = _machine_busy_seconds() - busy0, _children_cpu_seconds() - kids0
+    busy, stolen = _machine_cpu_seconds()
+    busy, stolen, wsload_cpu = busy - busy0, stolen - stolen0, _children_cpu_seconds() - kids0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     if proc.returncode != 0 or not lines:
@@ -480,6 +494,10 @@ def run_wsload(server: ServerProcess, scenario: Scenario, cfg: RunConfig) -> dic
         # Everything else the machine did meanwhile (other processes, unattributed softirq time):
         # more than a few % means the numbers are disturbed.
         result["other_cpu_pct"] = round(max(0.0, 100.0 * (busy - (cpu1 - cpu0) - wsload_cpu) / wall), 1)
+    if wall > 0:
+        # Time the host kept this VM's vCPUs waiting: wake-ups arrive late, rates drop and
+        # move between runs, while the CPU per message stays closer to the truth.
+        result["steal_cpu_pct"] = round(100.0 * stolen / wall, 1)
     result["server_cpu_us_per_unit"] = cpu_us_per_unit(result)
     if proc.stderr.strip():
         result["stderr"] = proc.stderr.strip()
@@ -525,6 +543,7 @@ class Cell:
     loadgen_cpu: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
     other_cpu: list[float] = field(default_factory=list)
+    steal_cpu: list[float] = field(default_factory=list)
     cpu_per_unit: list[float] = field(default_factory=list)  # server CPU µs per message/delivery/connection
     errors: list[str] = field(default_factory=list)
 
@@ -538,6 +557,8 @@ class Cell:
             self.server_cpu.append(float(result["server_cpu_pct"]))
         if result.get("other_cpu_pct") is not None:
             self.other_cpu.append(float(result["other_cpu_pct"]))
+        if result.get("steal_cpu_pct") is not None:
+            self.steal_cpu.append(float(result["steal_cpu_pct"]))
         if result.get("server_cpu_us_per_unit") is not None:
             self.cpu_per_unit.append(float(result["server_cpu_us_per_unit"]))
 
@@ -569,6 +590,11 @@ def render_markdown(scenarios: list[Scenario], servers: list[str], cells: dict[t
     if busiest > BUSY_OTHER_PCT:
         out += [f"**Warning: other work used up to {busiest:.0f}% of a core during these runs (see the CPU "
                 "table); the figures are disturbed. Re-run on a quiet machine.**", ""]
+    stolen = max((max(c.steal_cpu) for c in cells.values() if c.steal_cpu), default=0.0)
+    if stolen > STEAL_PCT:
+        out += [f"**Warning: the host kept this machine's CPUs waiting (steal time) up to {stolen:.0f}% of a "
+                "core during these runs (see the CPU table): wake-ups came late, so rates are low and move "
+                "between runs; the server CPU per unit is the steadier figure.**", ""]
     out.append("| scenario | metric | " + " | ".join(servers) + " |")
     out.append("|---|---|" + "---:|" * len(servers))
     for sc in scenarios:
@@ -594,8 +620,9 @@ def render_markdown(scenarios: list[Scenario], servers: list[str], cells: dict[t
             "measured window, divided by the messages echoed (deliveries for broadcast, connections for "
             "connect); a saturated load generator cannot hide the server's cost in it."]
     out += ["", "CPU use (median %, of one core): load generator over the measured window / server / rest of "
-            "the machine, both over the whole load-generator run. A large third number means something else "
-            "was running and the figures above are disturbed.", ""]
+            "the machine / stolen by the host, the last three over the whole load-generator run. A large third "
+            "number means something else was running; a large fourth, that the hypervisor kept the machine's "
+            "CPUs waiting (steal time). Either way the figures above are disturbed.", ""]
     out.append("| scenario | " + " | ".join(servers) + " |")
     out.append("|---|" + "---:|" * len(servers))
     for sc in scenarios:
@@ -606,7 +633,7 @@ def render_markdown(scenarios: list[Scenario], servers: list[str], cells: dict[t
                 row.append("n/a")
             else:
                 row.append(f"{_median_or_dash(cell.loadgen_cpu)} / {_median_or_dash(cell.server_cpu)}"
-                           f" / {_median_or_dash(cell.other_cpu)}")
+                           f" / {_median_or_dash(cell.other_cpu)} / {_median_or_dash(cell.steal_cpu)}")
         out.append("| " + " | ".join(row) + " |")
     out += ["", "Scenarios (wsload arguments):", ""]
     for sc in scenarios:

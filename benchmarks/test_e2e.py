@@ -58,7 +58,7 @@ def test_e2e(benchmark, request, wsload, scenario, server):
         if values:
             info[metric.key] = statistics.median(values)
             info[f"{metric.key}_rounds"] = values
-    for key in ("loadgen_cpu_pct", "server_cpu_pct", "other_cpu_pct"):
+    for key in ("loadgen_cpu_pct", "server_cpu_pct", "other_cpu_pct", "steal_cpu_pct"):
         values = [r[key] for r in results if r.get(key) is not None]
         if values:
             info[key] = statistics.median(values)

@@ -87,3 +87,21 @@ def test_report_has_a_cpu_row_under_every_timed_scenario():
     assert "| broadcast-1000 | server CPU µs/delivery ↓ | 0.50 (0.50×) | 1.00 (1.00×) |" in md
     assert "| connect | server CPU µs/conn ↓ | 80.0 (0.50×) | 160 (1.00×) |" in md
     assert "idle-10k | server CPU" not in md
+
+
+def test_report_shows_steal_apart_from_other_work_and_warns_above_the_mark():
+    sc = e2e.SCENARIOS_BY_NAME["pipeline-100x16"]
+    base = {m.key: 10.0 for m in sc.metrics} | {"loadgen_cpu_pct": 90.0, "server_cpu_pct": 99.0}
+
+    def report(other: float, steal: float) -> str:
+        cells = {(sc.name, srv): e2e.Cell() for srv in ("harpia", "picows")}
+        for cell in cells.values():
+            cell.add(sc, base | {"other_cpu_pct": other, "steal_cpu_pct": steal})
+        return e2e.render_markdown([sc], ["harpia", "picows"], cells, {}, e2e.RunConfig(), 1, "benchmarks/run")
+
+    stolen = report(other=2.0, steal=25.0)
+    assert "| pipeline-100x16 | 90 / 99 / 2 / 25 | 90 / 99 / 2 / 25 |" in stolen
+    assert "steal time) up to 25%" in stolen and "other work used up to" not in stolen
+    quiet = report(other=2.0, steal=1.0)
+    assert "steal time) up to" not in quiet and "| 90 / 99 / 2 / 1 |" in quiet
+
