@@ -480,8 +480,8 @@ def run_wsload(server: ServerProcess, scenario: Scenario, cfg: RunConfig) -> dic
     except subprocess.TimeoutExpired:
         raise BenchError(f"wsload did not finish within {timeout:.0f} s: {' '.join(cmd)}") from None
     wall, cpu1 = time.monotonic() - t0, server.cpu_seconds()
-    busy, stolen = _machine_cpu_seconds()
-    busy, stolen, wsload_cpu = busy - busy0, stolen - stolen0, _children_cpu_seconds() - kids0
+    busy1, stolen1 = _machine_cpu_seconds()
+    busy, stolen, wsload_cpu = busy1 - busy0, stolen1 - stolen0, _children_cpu_seconds() - kids0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     if proc.returncode != 0 or not lines:

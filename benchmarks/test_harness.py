@@ -104,4 +104,3 @@ def test_report_shows_steal_apart_from_other_work_and_warns_above_the_mark():
     assert "steal time) up to 25%" in stolen and "other work used up to" not in stolen
     quiet = report(other=2.0, steal=1.0)
     assert "steal time) up to" not in quiet and "| 90 / 99 / 2 / 1 |" in quiet
-
