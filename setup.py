@@ -21,6 +21,8 @@ if os.environ.get("HARPIA_SCALAR_MASK") == "1":
 # .pxd, so calls between them stay C calls.
 ENGINE_UNITS = ["_wire", "_buffer", "_deflate", "_output", "_loop", "_sender", "_frames",
                 "_frame_tools", "_publish", "_transport", "_acceptor", "_connector"]
+# Compiled protocol pieces above the engine: the usual upgrade request, read in C.
+PROTOCOL_UNITS = ["_upgrade"]
 
 extensions = [
     Extension(
@@ -31,7 +33,7 @@ extensions = [
         define_macros=define_macros,
         libraries=["z"] if name == "_deflate" else [],
     )
-    for name in ENGINE_UNITS
+    for name in ENGINE_UNITS + PROTOCOL_UNITS
 ]
 
 setup(

@@ -46,6 +46,8 @@ REPO_ROOT = BENCH_DIR.parent
 LOADGEN_DIR = BENCH_DIR / "loadgen"
 LOADGEN_SRC = LOADGEN_DIR / "wsload.c"
 WSLOAD = LOADGEN_DIR / "wsload"
+#: wsload checks every Sec-WebSocket-Accept with the C code harpia's upgrade path uses.
+WS_ACCEPT_H = REPO_ROOT / "harpia" / "_ws_accept.h"
 SERVERS_DIR = BENCH_DIR / "servers"
 RESULTS_DIR = BENCH_DIR / "results"
 
@@ -164,7 +166,7 @@ SCENARIOS_BY_NAME = {s.name: s for s in SCENARIOS}
 
 def build_loadgen(force: bool = False) -> Path:
     """Compile wsload if it is missing or older than its sources."""
-    sources = [LOADGEN_SRC, *LOADGEN_DIR.glob("*.h")]
+    sources = [LOADGEN_SRC, *LOADGEN_DIR.glob("*.h"), WS_ACCEPT_H]
     newest = max(p.stat().st_mtime for p in sources)
     if not force and WSLOAD.exists() and WSLOAD.stat().st_mtime >= newest:
         return WSLOAD

@@ -9,10 +9,10 @@ answer with ``http_response.response_101`` or ``http_response.error_response``.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import re
 from collections.abc import Collection, Sequence
 
+from ._upgrade import accept_key_bytes
 from .errors import HandshakeError
 from .http_head import TOKEN_RE, RequestHead
 
@@ -27,9 +27,6 @@ __all__ = [
     "select_subprotocol",
     "usual_websocket_key",
 ]
-
-#: RFC 6455 §1.3: the fixed GUID appended to the client's key.
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 #: What a Host header may hold: reg-name / IPv4 / IP-literal, then ``:port``
 #: (RFC 3986 §3.2.2).  Anything with ``/``, ``?``, ``#``, ``@``, spaces... is refused.
@@ -177,10 +174,6 @@ def accept_key(key: str) -> str:
     return accept_key_bytes(key).decode("ascii")
 
 
-def accept_key_bytes(key: str) -> bytes:
-    """``accept_key`` as the bytes that go on the wire (no decoding and re-encoding)."""
-    digest = hashlib.sha1(key.encode("latin-1") + WS_GUID).digest()
-    return binascii.b2a_base64(digest, newline=False)
 
 
 def select_subprotocol(head: RequestHead, supported: Sequence[str] | None) -> str | None:

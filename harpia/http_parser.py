@@ -4,10 +4,12 @@ Nothing here touches a socket or an event loop: bytes go in, a
 :class:`~harpia.http_head.RequestHead` comes out.  The listener feeds what it reads
 to the parser; ``handshake`` then checks the head as a WebSocket opening handshake.
 
-This code runs once per connection, so it is written for speed: parsing uses
-``bytes`` methods that run in C (``find``, ``split``, ``partition``,
-``translate``) rather than regular expressions or the ``email``/``http.client``
-parsers, and anything a typical handshake does not need is computed lazily.
+This code runs once per connection, so it is written for speed.  A head that
+arrives whole in one read (what clients send) is read by ``harpia._upgrade`` in C,
+which also finds the ``Sec-WebSocket-Key`` of a valid handshake on the way.  The
+general path here takes everything else, line by line, and decides every error;
+it uses ``bytes`` methods that run in C (``find``, ``partition``, ``translate``)
+rather than regular expressions or the ``email``/``http.client`` parsers.
 
 Parsing decisions where HTTP leaves a choice (RFC 9112):
 
@@ -26,6 +28,7 @@ Parsing decisions where HTTP leaves a choice (RFC 9112):
 """
 from __future__ import annotations
 
+from ._upgrade import parse_request_head
 from .errors import HandshakeError
 from .http_head import Headers, RequestHead
 
@@ -46,8 +49,6 @@ _TOKEN_BYTES = (
 _FIELD_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 #: VCHAR: what a request-target may contain (no spaces, no controls, ASCII only).
 _VCHAR_BYTES = bytes(range(0x21, 0x7F))
-#: Every control character but HTAB: what a head holds only as CRLF line breaks.
-_HEAD_CONTROL_BYTES = bytes(range(0x00, 0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 _DIGITS = b"0123456789"
 
 
@@ -203,6 +204,7 @@ class HttpRequestParser:
         "_done",
         "_error",
         "trailing",
+        "websocket_key",
     )
 
     def __init__(
@@ -226,6 +228,10 @@ class HttpRequestParser:
         self._error: HandshakeError | None = None
         #: Bytes received after the end of the head, in the call that completed it.
         self.trailing = b""
+        #: The Sec-WebSocket-Key when the head came whole and is a valid opening handshake
+        #: with each of its fields once (what ``usual_websocket_key`` returns for it), found
+        #: while parsing; ``None`` otherwise, and then the handshake checks decide.
+        self.websocket_key: str | None = None
 
     def feed(self, data: bytes) -> RequestHead | None:
         """Add received bytes; return the request head once complete, else ``None``.
@@ -239,68 +245,20 @@ class HttpRequestParser:
             raise self._error
         try:
             if not self._consumed and not self._buf and data:  # nothing seen yet
-                head = self._feed_whole(data)
-                if head is not None:
+                # Fast path: the whole head in the first chunk, as every client sends it,
+                # read in C.  Anything unusual is left to the general path below, which
+                # reads the same bytes and reports errors exactly as for any split.
+                found = parse_request_head(data, self._max_request_line, self._max_header_line,
+                                           self._max_headers, self._max_head_size)
+                if found is not None:
+                    head, end, self.websocket_key = found
+                    self._done = True
+                    self.trailing = data[end:]
                     return head
             return self._feed_lines(data)
         except HandshakeError as exc:
             self._error = exc
             raise
-
-    def _feed_whole(self, data: bytes) -> RequestHead | None:
-        """Fast path: the entire head is in the first chunk, valid, with CRLF line endings.
-
-        This is what every browser and client library sends.  A few C-level
-        passes over the whole head replace the per-line search and checks.
-        On anything unusual (bare LF, a control character, a bad header name,
-        a limit reached) it returns ``None`` without changing any state, and
-        the general path re-reads ``data`` line by line and reports the error
-        exactly as it would for the same bytes arriving one by one.  Errors in
-        the request line itself are raised here directly: it is the first line
-        and within every limit, so no other error could come before them.
-        """
-        first = data[0]
-        if first == 0x0D or first == 0x0A:  # leading empty lines
-            return None
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end + 4 > self._max_head_size:
-            return None
-        head = data[:end]
-        lines = head.split(b"\r\n")
-        count = len(lines) - 1
-        # One pass over the whole head: deleting control characters, CR and LF
-        # must remove exactly the CRLF pairs split() found.  Anything more is a
-        # control character (so header values need no check of their own
-        # below) or a bare CR or LF.
-        if len(head.translate(None, _HEAD_CONTROL_BYTES)) != end - 2 * count:
-            return None
-        if count > self._max_headers:
-            return None
-        request_line = lines[0]
-        if len(request_line) > self._max_request_line:
-            return None
-        method, target, path, raw_query, version = _parse_request_line(request_line)
-        max_header_line = self._max_header_line
-        names = _HEADER_NAMES
-        items = []
-        for i in range(1, count + 1):
-            line = lines[i]
-            if len(line) > max_header_line:
-                return None
-            name, colon, value = line.partition(b":")
-            if not colon:
-                return None
-            name_s = names.get(name)
-            if name_s is None:
-                # Not a name seen before: validate it (this also catches an
-                # empty name, whitespace before the colon and obs-fold).
-                if not name or name.translate(None, _TOKEN_BYTES):
-                    return None
-                name_s = _intern_header_name(name)
-            items.append((name_s, value.strip(b" \t").decode("latin-1")))
-        self._done = True
-        self.trailing = data[end + 4 :]
-        return RequestHead(method, target, path, raw_query, version, Headers(items))
 
     def _feed_lines(self, data: bytes) -> RequestHead | None:
         """General path: take complete lines one at a time, keep the incomplete rest."""

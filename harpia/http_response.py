@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
 from .errors import HandshakeError, Reject
-from .handshake import accept_key, accept_key_bytes
+from ._upgrade import response_101 as usual_response_101
+from .handshake import accept_key
 from .http_head import TOKEN_RE
 
 __all__ = ["Response", "response_101", "response_http", "error_response"]
@@ -22,8 +23,6 @@ _101_PREFIX = (
     "Connection: Upgrade\r\n"
     "Sec-WebSocket-Accept: "
 )
-
-_101_PREFIX_BYTES = _101_PREFIX.encode("ascii")
 
 _REASONS = {int(s): s.phrase for s in HTTPStatus}
 
@@ -61,8 +60,7 @@ def response_101(
     value containing CR, LF or NUL (response splitting) or non-latin-1 text.
     """
     if subprotocol is None and extensions is None and not extra_headers:
-        # The usual 101: the accept key's bytes between two constant parts.
-        return b"".join((_101_PREFIX_BYTES, accept_key_bytes(key), b"\r\n\r\n"))
+        return usual_response_101(key)      # in C, one bytes object
     parts = [_101_PREFIX, accept_key(key)]
     if subprotocol is not None:
         if not TOKEN_RE.fullmatch(subprotocol):

@@ -592,7 +592,9 @@ class HttpProtocol(asyncio.Protocol):
             self._http(route, head, params)  # type: ignore[arg-type]
             return
         ws_route: WebSocketRoute = route  # type: ignore[assignment]
-        key = usual_websocket_key(head)   # a valid request asks for the upgrade, too
+        # Found while parsing when the head is a valid handshake (what clients send);
+        # a valid request asks for the upgrade, too.
+        key = self.parser.websocket_key or usual_websocket_key(head)
         if key is None:
             if not is_websocket_upgrade(head):
                 self._respond(response_http(

@@ -548,7 +548,7 @@ static void send_request(struct conn *c) {
         memcpy(raw + i, &r, 8);
     }
     base64(raw, 16, key);
-    ws_accept(key, c->accept);
+    ws_accept(key, strlen(key), c->accept);
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
