@@ -16,7 +16,8 @@ bytes and answers them, with the error a peer sending them byte by byte would ge
 this code never decides an error, it only recognises the usual case.
 
 ``accept_key_bytes`` is ``Sec-WebSocket-Accept`` for a key, and ``response_101`` the usual
-101 around it, both without a Python call.
+101 around it, both without a Python call.  ``pack_header_fields`` is what an open
+connection keeps of its request head.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.object cimport PyObject
@@ -28,7 +29,10 @@ from libc.string cimport memcmp, memcpy
 cdef extern from "Python.h":
     ctypedef struct PyTypeObject
     object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
+    object PyUnicode_New(Py_ssize_t size, unsigned int maxchar)
     Py_ssize_t PyUnicode_GET_LENGTH(object text)
+    int PyUnicode_KIND(object text)
+    int PyUnicode_1BYTE_KIND
     const char *PyUnicode_1BYTE_DATA(object text)
 
 cdef extern from "string.h" nogil:
@@ -346,3 +350,37 @@ def response_101(str key):
     memcpy(out + n, accept, 28)
     memcpy(out + n + 28, b"\r\n\r\n", 4)
     return response
+
+
+def pack_header_fields(headers):
+    """The fields of ``headers`` (a :class:`~harpia.http_head.Headers`) as one string, names
+    and values separated by LF: what an open connection keeps of its request until someone
+    reads ``ws.headers`` (``harpia.connection.unpack_header_fields`` makes them a Headers
+    again).  One string costs about the bytes received; a Headers costs a tuple and two
+    strings per field (``sys.getsizeof``, deep: 2.4 KiB against 0.5 KiB for a Chrome
+    handshake of 12 fields).  No name or value holds a LF (the request parser refuses
+    control characters), so the packing is unambiguous.  Built with one allocation: this
+    runs for every connection."""
+    cdef list items = headers._items
+    cdef Py_ssize_t size = 0, at = 0, n
+    cdef tuple field
+    cdef char *out
+    for field in items:
+        for text in field:
+            if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+                # Text beyond latin-1 (a Headers made by hand, not by the parser).
+                return "\n".join([part for field in items for part in field])
+            size += PyUnicode_GET_LENGTH(text) + 1
+    if size == 0:
+        return EMPTY
+    packed = PyUnicode_New(size - 1, 255)
+    out = <char *>PyUnicode_1BYTE_DATA(packed)
+    for field in items:
+        for text in field:
+            n = PyUnicode_GET_LENGTH(text)
+            memcpy(out + at, PyUnicode_1BYTE_DATA(text), n)
+            at += n
+            if at < size - 1:
+                out[at] = b'\n'
+                at += 1
+    return packed

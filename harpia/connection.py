@@ -20,6 +20,7 @@ import time
 from typing import Any, Generic, Protocol, TypeVar
 
 from ._frames import OPEN, FrameEngine
+from ._upgrade import pack_header_fields
 from .engine_protocol import EngineProtocol
 from .handlers import RouteHandlers
 from .http_head import Headers, RequestHead
@@ -49,18 +50,9 @@ def _ignore() -> None:
 UNRESOLVED: Any = object()
 
 
-def pack_header_fields(headers: Headers) -> str:
-    """The fields of ``headers`` as one string, names and values separated by LF: what an open
-    connection keeps of its request until someone reads ``ws.headers``.  One string costs
-    about the bytes received; a :class:`Headers` costs a tuple and two strings per field
-    (``sys.getsizeof``, deep: 2.4 KiB against 0.5 KiB for a Chrome handshake of 12 fields,
-    1.0 KiB against 0.17 KiB for a minimal one of 5).  No name or value holds a LF (the request
-    parser refuses control characters), so the packing is unambiguous."""
-    return "\n".join([f"{name}\n{value}" for name, value in headers.raw_items()])
-
-
 def unpack_header_fields(packed: str) -> Headers:
-    """The :class:`Headers` that :func:`pack_header_fields` packed."""
+    """The :class:`Headers` that ``pack_header_fields`` (in ``_upgrade``: it runs for every
+    connection, so in C) packed."""
     if not packed:
         return Headers()
     parts = packed.split("\n")

@@ -32,7 +32,7 @@ from ._upgrade import parse_request_head
 from .errors import HandshakeError
 from .http_head import Headers, RequestHead
 
-__all__ = ["HttpRequestParser"]
+__all__ = ["DEFAULT_LIMITS", "HttpRequestParser"]
 
 # --- character classes -------------------------------------------------------
 # Validation is ``data.translate(None, CLASS)``: it deletes every allowed byte
@@ -173,6 +173,11 @@ def _parse_header_line(line: bytes) -> tuple[str, str]:
     return name_s, value.decode("latin-1")
 
 
+#: A parser's limits unless told otherwise, in ``parse_request_head``'s order: the request
+#: line, a header line, the header count, the whole head.
+DEFAULT_LIMITS = (8192, 8192, 128, 65536)
+
+
 class HttpRequestParser:
     """Incremental parser for one HTTP/1.1 request head (request line + headers).
 
@@ -210,10 +215,10 @@ class HttpRequestParser:
     def __init__(
         self,
         *,
-        max_request_line: int = 8192,
-        max_header_line: int = 8192,
-        max_headers: int = 128,
-        max_head_size: int = 65536,
+        max_request_line: int = DEFAULT_LIMITS[0],
+        max_header_line: int = DEFAULT_LIMITS[1],
+        max_headers: int = DEFAULT_LIMITS[2],
+        max_head_size: int = DEFAULT_LIMITS[3],
     ) -> None:
         self._max_request_line = max_request_line
         self._max_header_line = max_header_line

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from . import _frames, _loop
 from ._acceptor import ACCEPT_RETRY_DELAY, AcceptingServer
+from ._upgrade import parse_request_head
 from .accept import Accept
 from .connection import UNRESOLVED, ServerWebSocket, peer_address
 from .errors import ConfigurationError, HandshakeError, ProxyProtocolError
@@ -37,7 +38,7 @@ from .handshake import (
     usual_websocket_key,
 )
 from .http_head import RequestHead
-from .http_parser import HttpRequestParser
+from .http_parser import DEFAULT_LIMITS, HttpRequestParser
 from .http_response import Response, error_response, response_http
 from .hub import Hub
 from .log_throttle import LogThrottle
@@ -398,13 +399,17 @@ def _clock_now() -> int:
 class HttpProtocol(asyncio.Protocol):
     """A connection before its upgrade: reads one request head, answers or upgrades."""
 
-    __slots__ = ("listener", "transport", "parser", "head_received", "held_data", "held_size", "task",
-                 "tls_pending", "proxy", "client")
+    __slots__ = ("listener", "transport", "parser", "trailing", "websocket_key", "head_received",
+                 "held_data", "held_size", "task", "tls_pending", "proxy", "client")
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser = HttpRequestParser()
+        # The general parser, made only for a head that does not come whole (data_received);
+        # what followed the head in its last read; the key of a valid handshake, if it is one.
+        self.parser: HttpRequestParser | None = None
+        self.trailing = b""
+        self.websocket_key: str | None = None
         #: The head is complete: what arrives now is not parsed but kept for the connection.
         self.head_received = False
         #: Bytes received while not parsing (see data_received), handed on later.
@@ -524,8 +529,17 @@ class HttpProtocol(asyncio.Protocol):
             if self.held_size >= EARLY_DATA_LIMIT and not self.tls_pending:
                 self.transport.pause_reading()
             return
+        parser = self.parser
         try:
-            head = self.parser.feed(data)
+            # The first bytes, from any client the whole head: read in C, no parser object.
+            found = parse_request_head(data, *DEFAULT_LIMITS) if parser is None else None
+            if found is None:
+                parser = self.parser = parser or HttpRequestParser()
+                head = parser.feed(data)
+                self.trailing, self.websocket_key = parser.trailing, parser.websocket_key
+            else:
+                head, end, self.websocket_key = found
+                self.trailing = data[end:]
         except HandshakeError as exc:
             self._respond(error_response(exc))
             return
@@ -579,7 +593,7 @@ class HttpProtocol(asyncio.Protocol):
         found = app.router.match(head.path)
         if found is None and app.asgi is not None and app.asgi.match(head.path) is not None:
             self._done()                  # from here the ASGI side keeps its own deadlines
-            app.asgi.take_over(self.listener, self.transport, head, self.parser.trailing)
+            app.asgi.take_over(self.listener, self.transport, head, self.trailing)
             return
         if found is None:
             self._respond(response_http(404, "not found\n", head_only=head.method == "HEAD"))
@@ -594,7 +608,7 @@ class HttpProtocol(asyncio.Protocol):
         ws_route: WebSocketRoute = route  # type: ignore[assignment]
         # Found while parsing when the head is a valid handshake (what clients send);
         # a valid request asks for the upgrade, too.
-        key = self.parser.websocket_key or usual_websocket_key(head)
+        key = self.websocket_key or usual_websocket_key(head)
         if key is None:
             if not is_websocket_upgrade(head):
                 self._respond(response_http(
@@ -692,7 +706,7 @@ class HttpProtocol(asyncio.Protocol):
                 tracer.upgraded(ws, elapsed)
         # The handshake's lookups are done; the index would be kept for the connection's life.
         head.headers.compact()
-        early = self.parser.trailing
+        early = self.trailing
         if self.held_data:
             early += b"".join(self.held_data)
             self.held_data = None

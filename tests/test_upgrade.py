@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harpia._upgrade import accept_key_bytes, parse_request_head, response_101
+from harpia._upgrade import accept_key_bytes, pack_header_fields, parse_request_head, response_101
 from harpia.errors import HandshakeError
 from harpia.handshake import check_websocket_request
 from harpia.http_head import Headers, RequestHead
@@ -207,3 +207,16 @@ def test_response_101() -> None:
     assert response_101(KEY) == (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                                  b"Connection: Upgrade\r\n"
                                  b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+
+
+@pytest.mark.parametrize("fields", [
+    [], [("X", "")], [("A", ""), ("B", "c")], [("A", ""), ("B", "")],
+    [("Host", "h:1"), ("X-Latin", "caf\xe9 \t: colon")],
+    [("X-Euro", "\u20ac")],                  # beyond latin-1: only a hand-made Headers has it
+])
+def test_pack_header_fields_unpacks_to_the_same_fields(fields: list[tuple[str, str]]) -> None:
+    from harpia.connection import unpack_header_fields
+
+    packed = pack_header_fields(Headers(fields))
+    assert packed == "\n".join(part for field in fields for part in field)
+    assert unpack_header_fields(packed).raw_items() == fields
