@@ -20,7 +20,7 @@ if os.environ.get("HARPIA_SCALAR_MASK") == "1":
 # The frame engine and its parts, one extension module each: they cimport each other's
 # .pxd, so calls between them stay C calls.
 ENGINE_UNITS = ["_wire", "_buffer", "_deflate", "_output", "_loop", "_sender", "_frames",
-                "_frame_tools", "_publish", "_transport", "_acceptor", "_connector"]
+                "_frame_tools", "_publish", "_transport", "_acceptor", "_connector", "_counters"]
 # Compiled protocol pieces above the engine: the usual upgrade request, read in C.
 PROTOCOL_UNITS = ["_upgrade"]
 
