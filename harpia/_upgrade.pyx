@@ -106,15 +106,15 @@ cdef inline bint _same_lower(const char *s, Py_ssize_t n, const char *lower, Py_
 
 cdef int _field(const char *name, Py_ssize_t n) noexcept:
     """Which handshake field a header name is (F_COUNT: none of them)."""
-    if n == 4 and _same_lower(name, n, b"host", 4):
+    if _same_lower(name, n, b"host", 4):
         return F_HOST
-    if n == 7 and _same_lower(name, n, b"upgrade", 7):
+    if _same_lower(name, n, b"upgrade", 7):
         return F_UPGRADE
-    if n == 10 and _same_lower(name, n, b"connection", 10):
+    if _same_lower(name, n, b"connection", 10):
         return F_CONNECTION
-    if n == 17 and _same_lower(name, n, b"sec-websocket-key", 17):
+    if _same_lower(name, n, b"sec-websocket-key", 17):
         return F_KEY
-    if n == 21 and _same_lower(name, n, b"sec-websocket-version", 21):
+    if _same_lower(name, n, b"sec-websocket-version", 21):
         return F_VERSION
     return F_COUNT
 
@@ -214,6 +214,7 @@ def parse_request_head(bytes data, Py_ssize_t max_request_line, Py_ssize_t max_h
     cdef int field_seen[F_COUNT]
     cdef int field
     cdef bint is_get
+    key_text = None
     if size == 0 or buf[0] == b'\r' or buf[0] == b'\n':
         return None
     found = <const char *>memmem(buf, size, b"\r\n\r\n", 4)
@@ -297,11 +298,13 @@ def parse_request_head(bytes data, Py_ssize_t max_request_line, Py_ssize_t max_h
             field_seen[field] += 1
             field_at[field] = buf + vstart
             field_len[field] = vend - vstart
-        # The key differs on every request: kept out of the cache, where it would only
-        # push out what repeats.
-        items.append((_latin1(buf + pos, colon - pos),
-                      PyUnicode_DecodeLatin1(buf + vstart, vend - vstart, NULL) if field == F_KEY
-                      else _latin1(buf + vstart, vend - vstart)))
+        if field == F_KEY:
+            # It differs on every request: kept out of the cache, where it would only
+            # push out what repeats.
+            value = key_text = PyUnicode_DecodeLatin1(buf + vstart, vend - vstart, NULL)
+        else:
+            value = _latin1(buf + vstart, vend - vstart)
+        items.append((_latin1(buf + pos, colon - pos), value))
         pos = line_end + 2
 
     key = None
@@ -314,7 +317,7 @@ def parse_request_head(bytes data, Py_ssize_t max_request_line, Py_ssize_t max_h
             and _has_token(field_at[F_CONNECTION], field_len[F_CONNECTION], b"upgrade", 7)
             and _is_key(field_at[F_KEY], field_len[F_KEY])
             and field_len[F_VERSION] == 2 and memcmp(field_at[F_VERSION], b"13", 2) == 0):
-        key = PyUnicode_DecodeASCII(field_at[F_KEY], 24, NULL)
+        key = key_text
     return _request_head(method, target, path, raw_query, version, items), end + 4, key
 
 
@@ -337,17 +340,13 @@ cdef bytes PREFIX_101 = (b"HTTP/1.1 101 Switching Protocols\r\n"
 
 
 def response_101(str key):
-    """The usual 101 for a valid ``key`` (24 characters): no subprotocol, no extension."""
+    """The usual 101 for ``key``: no subprotocol, no extension."""
     cdef Py_ssize_t n = len(PREFIX_101)
-    raw = key.encode("latin-1")
-    if len(raw) > WS_ACCEPT_MAX_KEY:
-        raise ValueError("not a Sec-WebSocket-Key")
+    cdef bytes accept = accept_key_bytes(key)
     response = PyBytes_FromStringAndSize(NULL, n + 28 + 4)
     cdef char *out = PyBytes_AS_STRING(response)
-    cdef char accept[29]
-    ws_accept(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), accept)
     memcpy(out, PyBytes_AS_STRING(PREFIX_101), n)
-    memcpy(out + n, accept, 28)
+    memcpy(out + n, PyBytes_AS_STRING(accept), 28)
     memcpy(out + n + 28, b"\r\n\r\n", 4)
     return response
 

@@ -174,8 +174,6 @@ def accept_key(key: str) -> str:
     return accept_key_bytes(key).decode("ascii")
 
 
-
-
 def select_subprotocol(head: RequestHead, supported: Sequence[str] | None) -> str | None:
     """Pick the subprotocol to answer with from the client's ``Sec-WebSocket-Protocol`` offers.
 

@@ -220,3 +220,11 @@ def test_pack_header_fields_unpacks_to_the_same_fields(fields: list[tuple[str, s
     packed = pack_header_fields(Headers(fields))
     assert packed == "\n".join(part for field in fields for part in field)
     assert unpack_header_fields(packed).raw_items() == fields
+
+
+def test_response_101_for_any_key_holds_its_accept_value() -> None:
+    # Not only for the 24-character keys a valid handshake has (a caller may pass any).
+    for key in ("x", "y" * 64, "z" * 100):
+        assert response_101(key) == (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                                     + accept_key_bytes(key) + b"\r\n\r\n")
