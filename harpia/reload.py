@@ -1,11 +1,11 @@
 """A worker's life under the supervisor: serve until told to stop, or to make way.
 
 SIGINT/SIGTERM stop the worker as a single process stops (every client gets 1001).
-SIGHUP is the supervisor's graceful reload: a new worker already listens beside this one
-(``SO_REUSEPORT``, or the same inherited socket), so this one
+SIGHUP is the supervisor's graceful reload: a new worker already accepts from the same
+listening socket (the supervisor holds it: closing this worker's copy resets nothing, and
+what is queued on it goes to the new worker), so this one
 
-1. takes the connections already waiting in its accept queue (closing a ``SO_REUSEPORT``
-   listener would reset them) and stops listening;
+1. stops accepting;
 2. lets the handshakes in progress finish (at most ``handshake_timeout``);
 3. closes every client with 1012 (service restart) within ``close_timeout``.
 
@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -61,9 +60,7 @@ async def serve_worker(app: WorkerApp, host: str, port: int,
     loop.add_signal_handler(signal.SIGINT, on_signal, 1001)
     loop.add_signal_handler(signal.SIGTERM, on_signal, 1001)
     loop.add_signal_handler(signal.SIGHUP, on_signal, SERVICE_RESTART)
-    reuse_port = where.get("sock") is None and where.get("unix") is None
-    listener = await Listener(app, host=host, port=port, tls=tls, reuse_port=reuse_port,
-                              **where).start()
+    listener = await Listener(app, host=host, port=port, tls=tls, **where).start()
     if ready is not None:
         ready()
     publisher = loop.create_task(_publish_metrics(app))
@@ -95,20 +92,11 @@ async def _publish_metrics(app: WorkerApp) -> None:
 
 
 async def retire(listener: Listener) -> None:
-    """Stop listening without losing a queued connection, then close clients with 1012."""
-    from .server import HttpProtocol
-
+    """Stop accepting from the shared socket, then close clients with 1012."""
     loop = listener.loop
     server = listener.server
     if server is not None:
-        queued = _take_queue(server.sockets) if listener.reuse_port else []
         server.close()
-        for sock in queued:
-            try:
-                # HttpProtocol starts TLS itself, as for a connection accepted here.
-                await loop.connect_accepted_socket(lambda: HttpProtocol(listener), sock)
-            except OSError:
-                sock.close()
         # asyncio hands a connection it accepted just before close() to its protocol a
         # few loop turns later; let those arrive so the wait below counts them.
         await asyncio.sleep(0.05)
@@ -117,21 +105,3 @@ async def retire(listener: Listener) -> None:
         await asyncio.sleep(0.01)
     await listener.stop(code=SERVICE_RESTART)
 
-
-def _take_queue(sockets: Any) -> list[socket.socket]:
-    """Accept what is waiting in the listening sockets' queues, without blocking."""
-    taken: list[socket.socket] = []
-    for listening in sockets:
-        own = socket.socket(fileno=os.dup(listening.fileno()))
-        own.setblocking(False)
-        try:
-            while True:
-                try:
-                    conn, _ = own.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                conn.setblocking(False)
-                taken.append(conn)
-        finally:
-            own.close()
-    return taken

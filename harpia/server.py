@@ -20,11 +20,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _frames, _loop
-from ._acceptor import ACCEPT_RETRY_DELAY, AcceptingServer
+from ._acceptor import ACCEPT_RETRY_DELAY
 from ._upgrade import parse_request_head
 from .accept import Accept
 from .connection import UNRESOLVED, ServerWebSocket, peer_address
@@ -46,7 +46,7 @@ from .opening import accept_response, deflate_agreement, hand_over
 from .proxy_protocol import ProxyHeaderParser
 from .request import Request
 from .routing import HttpRoute, Router, WebSocketRoute
-from .sockets import bind_unix, start_server, unlink_unix
+from .sockets import ListeningServer, bind_unix, start_server, unlink_unix
 from .tls import make_ssl_context, start_server_tls
 from .topics import ConnectionSet
 
@@ -114,7 +114,7 @@ class Listener:
         reuse_port: bool = False,
         backlog: int = 1024,
         unix: str | None = None,
-        sock: socket.socket | None = None,
+        sock: socket.socket | Sequence[socket.socket] | None = None,
         proxy_protocol: bool = False,
         forwarded_allow_ips: Iterable[str] | None = None,
     ) -> None:
@@ -133,9 +133,10 @@ class Listener:
         self.secure = self.ssl_context is not None
         self.reuse_port = reuse_port
         self.backlog = backlog
-        #: A Unix socket path to bind, or a listening socket made elsewhere (systemd, a fd).
+        #: A Unix socket path to bind, or listening sockets made elsewhere (one per address).
         self.unix = unix
-        self.sock = sock
+        self.sockets = [sock] if isinstance(sock, socket.socket) else list(sock or ())
+        self.sock = self.sockets[0] if self.sockets else None
         self._unix_inode: int | None = None
         #: Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
         self.proxy_protocol = proxy_protocol
@@ -147,7 +148,7 @@ class Listener:
         self.handshake_timeout = app.handshake_timeout
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.cork: _loop.LoopContext | None = None
-        self._server: asyncio.Server | AcceptingServer | None = None
+        self._server: ListeningServer | None = None
         self._port: int | None = None
         self.accepting = False
         # Every connection this listener upgraded that has not ended yet, open or closing
@@ -208,16 +209,16 @@ class Listener:
     async def start(self) -> Listener:
         """Bind and start accepting; ``app.serve`` calls it on ``async with``."""
         await self._prepare()
-        sock = self.sock
+        sockets = self.sockets
         if self.unix is not None:
-            sock = bind_unix(self.unix, self.backlog)
+            sockets = [bind_unix(self.unix, self.backlog)]
             self._unix_inode = os.stat(self.unix).st_ino
         # TLS is started by HttpProtocol (loop.start_tls), not here: then a connection
         # still in its TLS handshake counts against the pending-handshake caps and the
         # handshake deadline like one still sending its request head.  start_tls needs the
         # loop's own transport: TLS listeners accept through the loop.
         self._server = await start_server(
-            self.loop, lambda: HttpProtocol(self), sock=sock, host=self.host,
+            self.loop, lambda: HttpProtocol(self), sockets=sockets, host=self.host,
             port=self.requested_port, reuse_port=self.reuse_port, backlog=self.backlog,
             own_io=self.ssl_context is None and not self.app.loop_transport,
             on_accept_error=self._accept_failed)
@@ -230,7 +231,7 @@ class Listener:
                                        os.strerror(err), ACCEPT_RETRY_DELAY)
 
     @property
-    def server(self) -> asyncio.Server | AcceptingServer | None:
+    def server(self) -> ListeningServer | None:
         """The asyncio server accepting for this listener (None until it starts, and for
         connections handed over in process)."""
         return self._server

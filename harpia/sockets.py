@@ -12,13 +12,13 @@ import asyncio
 import os
 import socket
 import stat
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 from ._acceptor import AcceptingServer
 from .errors import ConfigurationError
 
-__all__ = ["start_server", "bind_tcp", "bind_unix", "inherited_socket", "systemd_sockets", "unlink_unix", "SD_LISTEN_FDS_START"]
+__all__ = ["start_server", "ListeningServer", "ServerGroup", "bind_tcp", "bind_unix", "inherited_socket", "systemd_sockets", "unlink_unix", "SD_LISTEN_FDS_START"]
 
 #: systemd passes activated sockets as descriptors 3, 4, ... (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -87,24 +87,47 @@ def bind_tcp(host: str | None, port: int, *, reuse_port: bool, backlog: int) -> 
 
 
 async def start_server(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], Any], *,
-                       sock: socket.socket | None, host: str, port: int, reuse_port: bool,
+                       sockets: Sequence[socket.socket], host: str, port: int, reuse_port: bool,
                        backlog: int, own_io: bool, on_accept_error: Callable[[int], object],
-                       ) -> asyncio.Server | AcceptingServer:
-    """Accept on ``sock``, else on TCP ``host:port``, for ``protocol_factory``: with harpia's
-    own socket I/O (``own_io``; ``on_accept_error(errno)`` hears of failed accepts), else
-    through the loop's ``create_server``."""
+                       ) -> ListeningServer:
+    """Accept on ``sockets``, else on TCP ``host:port``, for ``protocol_factory``: with
+    harpia's own socket I/O (``own_io``; ``on_accept_error(errno)`` hears of failed
+    accepts), else through the loop's ``create_server``, one per socket."""
     if own_io:
-        if sock is not None:
+        for sock in sockets:
             sock.listen(backlog)
-        sockets = [sock] if sock is not None else bind_tcp(host, port, reuse_port=reuse_port,
-                                                            backlog=backlog)
-        return AcceptingServer(loop, sockets, protocol_factory, on_accept_error)
-    if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
-        return await loop.create_unix_server(protocol_factory, sock=sock)
-    if sock is not None:
-        return await loop.create_server(protocol_factory, sock=sock)
-    return await loop.create_server(protocol_factory, host, port,
-                                    reuse_port=reuse_port or None, backlog=backlog)
+        listening = list(sockets) or bind_tcp(host, port, reuse_port=reuse_port, backlog=backlog)
+        return AcceptingServer(loop, listening, protocol_factory, on_accept_error)
+    if not sockets:
+        return await loop.create_server(protocol_factory, host, port,
+                                        reuse_port=reuse_port or None, backlog=backlog)
+    servers = []
+    for sock in sockets:
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            servers.append(await loop.create_unix_server(protocol_factory, sock=sock))
+        else:
+            servers.append(await loop.create_server(protocol_factory, sock=sock))
+    return servers[0] if len(servers) == 1 else ServerGroup(servers)
+
+
+class ServerGroup:
+    """Several loop servers (one per listening socket) closed as one: the loop's
+    ``create_server`` takes a single ``sock``."""
+
+    def __init__(self, servers: list[asyncio.Server]) -> None:
+        self.servers = servers
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(sock for server in self.servers for sock in server.sockets)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+#: What accepts for a listener: ``sockets`` and ``close()`` are all it is asked for.
+ListeningServer: TypeAlias = "asyncio.Server | AcceptingServer | ServerGroup"
 
 
 def unlink_unix(path: str, inode: int) -> None:

@@ -8,12 +8,19 @@ create per-process resources (database pools, clients) in the workers, not at im
 Linux and other Unixes with ``SO_REUSEPORT``; not on Windows.
 
 Every worker runs one listener (``reload.serve_worker``: the single-process serving path,
-plus SIGHUP) on its own socket bound with ``SO_REUSEPORT``: the kernel spreads new
-connections over the workers' accept queues (with ``unix=``/``sock=``, all the workers
+plus SIGHUP) on its slot's own socket, bound with ``SO_REUSEPORT``: the kernel spreads new
+connections over the slots' accept queues (with ``unix=``/``sock=``, all the workers
 accept from the one socket the parent holds).  The parent does not serve; it
 
 * binds the address first (``SO_REUSEPORT``, not listening) so that a busy port fails once,
   in the parent, and ``port=0`` becomes one free port shared by all workers;
+* makes and holds each slot's listening socket, so that the socket outlives the worker
+  using it: a reload's new worker accepts from the socket the old one used, and a worker
+  restarted at once finds the connections queued while it was down.  Closing a
+  ``SO_REUSEPORT`` listener would reset the connections in its queue, and a connection
+  the kernel assigned to it a moment before, which no drain can take in time.  (A slot
+  whose worker keeps dying fast is closed while its worker waits to restart: the kernel
+  then sends its share to the others.);
 * starts the workers and waits until every one listens; if one fails to start (the port,
   TLS files, Redis unreachable for a ``pubsub`` backplane, ...), it stops the others and
   raises that worker's exception;
@@ -60,6 +67,8 @@ FAST_FAILURE = 5.0
 MAX_RESTART_DELAY = 30.0
 #: How long a worker may take to start listening (a backplane connects within this too).
 START_TIMEOUT = 60.0
+#: The accept queue of each slot's socket, as a single listener's.
+BACKLOG = 1024
 
 
 def run_workers(
@@ -164,6 +173,8 @@ class _Supervisor:
         self.tls = tls
         self.count = count
         self.reservation = reservation
+        #: Each slot's listening sockets (one per address of host), for TCP: see above.
+        self.slots: dict[int, list[socket.socket]] = {}
         self.context = multiprocessing.get_context("fork")
         self.workers: dict[int, _Worker] = {}
         self.delays = [0.0] * count          # the next restart delay of each slot
@@ -192,12 +203,18 @@ class _Supervisor:
     def _spawn(self, index: int) -> _Worker:
         receiver, sender = self.context.Pipe(duplex=False)
         parent_fds: tuple[int, ...] = (self.wake_r, self.wake_w, receiver.fileno())
+        where = self.where
         if self.reservation is not None:
             parent_fds += (self.reservation.fileno(),)
+            where = {**where, "sock": self._slot_sockets(index)}
+            # Another slot's socket left open in this worker would keep that slot's queue
+            # alive after the parent closes it (see _close_slot).
+            parent_fds += tuple(sock.fileno() for other, socks in self.slots.items()
+                                if other != index for sock in socks)
         process = self.context.Process(
             target=_worker_main,
             args=(self.app, self.host, self.port, self.tls, sender, parent_fds, os.getpid(),
-                  self.where, (self.metrics_dir, index)),
+                  where, (self.metrics_dir, index)),
             name=f"harpia-worker-{index}",
             daemon=False,
         )
@@ -205,6 +222,17 @@ class _Supervisor:
         sender.close()
         worker = self.workers[index] = _Worker(index, process, receiver)
         return worker
+
+    def _slot_sockets(self, index: int) -> list[socket.socket]:
+        if index not in self.slots:
+            from .sockets import bind_tcp
+
+            self.slots[index] = bind_tcp(self.host, self.port, reuse_port=True, backlog=BACKLOG)
+        return self.slots[index]
+
+    def _close_slot(self, index: int) -> None:
+        for sock in self.slots.pop(index, []):
+            sock.close()
 
     def run(self) -> None:
         self.parent_pid = os.getpid()
@@ -221,6 +249,8 @@ class _Supervisor:
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for index in list(self.slots):
+                self._close_slot(index)
             remove_directory(self.metrics_dir)
             os.close(self.wake_r)
             os.close(self.wake_w)
@@ -329,6 +359,8 @@ class _Supervisor:
                     delay = self.delays[index] = min(MAX_RESTART_DELAY, max(0.5, self.delays[index] * 2))
                 else:
                     delay = self.delays[index] = 0.0
+                if delay:
+                    self._close_slot(index)
                 logger.warning("worker %d (pid %d) exited with %s after %.1f s; restarting it%s",
                                index, worker.pid, _describe_exit(worker.process.exitcode), lived,
                                f" in {delay:.1f} s" if delay else "")

@@ -102,7 +102,7 @@ async def test_sighup_replaces_workers_without_refusing_anyone(tmp_path: Path, k
                 seen_pids.add(pid)
                 client.sock.close()
 
-        loops = [asyncio.ensure_future(keep_connecting()) for _ in range(2)]
+        loops = [asyncio.ensure_future(keep_connecting()) for _ in range(6)]
         await asyncio.sleep(0.3)
         server.process.send_signal(signal.SIGHUP)
         # The old workers' clients are told the service restarts.

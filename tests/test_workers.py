@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from redis_server import RedisServer, free_port, redis_server  # noqa: F401 - a fixture
-from wsclient import RawClient
+from wsclient import RawClient, upgrade_request
 
 from harpia import ConfigurationError, harpia
 
@@ -80,7 +80,7 @@ class Cluster:
     async def started(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = re.search(r"listening on ws://127\.0\.0\.1:(\d+) with 2 workers \(pids (\d+), (\d+)\)",
+            match = re.search(r"listening on ws://(?:127\.0\.0\.1)?:(\d+) with 2 workers \(pids (\d+), (\d+)\)",
                               self.stdout())
             if match:
                 self.port = int(match.group(1))
@@ -239,6 +239,86 @@ def test_workers_are_announced_only_once_every_one_accepts(tmp_path: Path) -> No
         assert {pid for _, pid in clients} == cluster.pids
         for client, _ in clients:
             client.close()
+        cluster.process.send_signal(signal.SIGTERM)
+        assert await cluster.wait() == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.kill()
+
+
+# A worker that has served for a second counts as long-lived: restarted at once.
+QUICK_RESTART_SCRIPT = SCRIPT.replace("if __name__", """import harpia.workers
+harpia.workers.FAST_FAILURE = 1.0
+
+if __name__""")
+
+
+def test_connections_queued_at_a_dead_worker_are_answered_by_its_replacement(tmp_path: Path) -> None:
+    # Each slot's listening socket belongs to the parent: a worker's death does not reset
+    # the connections the kernel queued for it.  (A socket per worker would be closed with
+    # it, and every connection in its queue reset.)
+    cluster = Cluster(tmp_path, "-", script_text=QUICK_RESTART_SCRIPT)
+
+    async def greeted(port: int) -> int:
+        client = await RawClient.connect(port)
+        await client.send(upgrade_request("/"))
+        response = await client.read_response(20)
+        assert response.status == 101, response
+        greeting = await client.recv_message(20)
+        client.close()
+        assert isinstance(greeting, str)
+        return int(greeting.split()[1])
+
+    async def scenario() -> None:
+        await cluster.started()
+        await asyncio.sleep(1.2)
+        victim = min(cluster.pids)
+        os.kill(victim, signal.SIGSTOP)
+        waiting = [asyncio.ensure_future(greeted(cluster.port)) for _ in range(24)]
+        await asyncio.sleep(0.5)
+        assert not all(task.done() for task in waiting), "some land in the stopped worker's queue"
+        os.kill(victim, signal.SIGKILL)
+        pids = await asyncio.gather(*waiting)
+        replacement = set(pids) - cluster.pids
+        assert len(replacement) == 1 and victim not in pids, (pids, cluster.pids)
+        assert "restarting it\n" in cluster.stderr(), cluster.stderr()
+        cluster.pids = (cluster.pids - {victim}) | replacement
+        cluster.process.send_signal(signal.SIGTERM)
+        assert await cluster.wait() == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.kill()
+
+
+@pytest.mark.parametrize("transport", ["harpia", "loop"])
+def test_workers_serve_every_address_of_their_host(tmp_path: Path, transport: str) -> None:
+    # host="" is every address, IPv4 and IPv6: a listening socket each, in every slot
+    # (through the loop, a server each).
+    script = SCRIPT.replace('host="127.0.0.1"', 'host=""').replace(
+        "harpia(pubsub=", f"harpia(loop_transport={transport == 'loop'}, pubsub=")
+    cluster = Cluster(tmp_path, "-", script_text=script)
+
+    async def greeted(family: socket.AddressFamily, address: str) -> int:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (address, cluster.port))
+        client = RawClient(sock)
+        response = await client.handshake("/")
+        assert response.status == 101, response
+        greeting = await client.recv_message()
+        client.close()
+        assert isinstance(greeting, str)
+        return int(greeting.split()[1])
+
+    async def scenario() -> None:
+        await cluster.started()
+        for family, address in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
+            pids = await asyncio.gather(*(greeted(family, address) for _ in range(16)))
+            assert set(pids) == cluster.pids, (address, pids)
         cluster.process.send_signal(signal.SIGTERM)
         assert await cluster.wait() == 0
 
