@@ -201,12 +201,13 @@ class _Supervisor:
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, index: int) -> _Worker:
+        where = self.where
+        if self.reservation is not None:    # first: a failure here leaves no pipe behind
+            where = {**where, "sock": self._slot_sockets(index)}
         receiver, sender = self.context.Pipe(duplex=False)
         parent_fds: tuple[int, ...] = (self.wake_r, self.wake_w, receiver.fileno())
-        where = self.where
         if self.reservation is not None:
             parent_fds += (self.reservation.fileno(),)
-            where = {**where, "sock": self._slot_sockets(index)}
             # Another slot's socket left open in this worker would keep that slot's queue
             # alive after the parent closes it (see _close_slot).
             parent_fds += tuple(sock.fileno() for other, socks in self.slots.items()
@@ -218,8 +219,13 @@ class _Supervisor:
             name=f"harpia-worker-{index}",
             daemon=False,
         )
-        process.start()
-        sender.close()
+        try:
+            process.start()
+        except BaseException:
+            receiver.close()
+            raise
+        finally:
+            sender.close()
         worker = self.workers[index] = _Worker(index, process, receiver)
         return worker
 
@@ -368,7 +374,16 @@ class _Supervisor:
             for index, when in list(self.restart_at.items()):
                 if when <= time.monotonic():
                     del self.restart_at[index]
-                    worker = self._spawn(index)
+                    try:
+                        worker = self._spawn(index)
+                    except OSError as exc:   # out of descriptors, processes, ...
+                        # Nobody would accept what the kernel queues on the slot meanwhile.
+                        self._close_slot(index)
+                        delay = self.delays[index] = min(MAX_RESTART_DELAY, max(0.5, self.delays[index] * 2))
+                        logger.error("worker %d cannot restart (%s); trying again in %.1f s",
+                                     index, exc, delay)
+                        self.restart_at[index] = time.monotonic() + delay
+                        continue
                     logger.info("worker %d restarted (pid %d)", index, worker.pid)
 
     def _reap_retired(self) -> None:

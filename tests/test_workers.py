@@ -294,6 +294,48 @@ def test_connections_queued_at_a_dead_worker_are_answered_by_its_replacement(tmp
         cluster.kill()
 
 
+def test_a_worker_that_cannot_be_restarted_yet_is_tried_again(tmp_path: Path) -> None:
+    # The supervisor out of descriptors when a worker dies: it cannot bind the slot's
+    # socket again (or make the worker's pipe).  It logs that, keeps the other worker
+    # serving, and restarts the slot once it can.
+    import resource
+
+    cluster = Cluster(tmp_path, "-", script_text=QUICK_RESTART_SCRIPT)
+
+    async def scenario() -> None:
+        await cluster.started()
+        await asyncio.sleep(1.2)
+        supervisor = cluster.process.pid
+        limits = resource.prlimit(supervisor, resource.RLIMIT_NOFILE)
+        # The lowest free descriptor number as the limit: no new one can be made, while
+        # poll(2) still takes its five (nfds above the limit would be EINVAL).
+        held = {int(fd) for fd in os.listdir(f"/proc/{supervisor}/fd")}
+        lowest_free = min(set(range(len(held) + 1)) - held)
+        assert lowest_free >= 5, held
+        resource.prlimit(supervisor, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+        victim = min(cluster.pids)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while "cannot restart" not in cluster.stderr():
+            assert time.monotonic() < deadline, cluster.stderr()
+            await asyncio.sleep(0.05)
+        survivor = cluster.pids - {victim}
+        assert {pid for _, pid in await connect(cluster.port, 8)} == survivor
+        resource.prlimit(supervisor, resource.RLIMIT_NOFILE, limits)
+        replacement: set[int] = set()
+        while not replacement:
+            assert time.monotonic() < deadline, "no connection reached the new worker"
+            replacement = {pid for _, pid in await connect(cluster.port, 8)} - survivor
+        cluster.pids = survivor | replacement
+        cluster.process.send_signal(signal.SIGTERM)
+        assert await cluster.wait() == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cluster.kill()
+
+
 @pytest.mark.parametrize("transport", ["harpia", "loop"])
 def test_workers_serve_every_address_of_their_host(tmp_path: Path, transport: str) -> None:
     # host="" is every address, IPv4 and IPv6: a listening socket each, in every slot
