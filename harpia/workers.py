@@ -402,7 +402,13 @@ class _Supervisor:
         logger.info("reloading %d worker(s)", len(self.workers))
         for index in sorted(self.workers):
             old = self.workers.pop(index)
-            new = self._spawn(index)
+            try:
+                new = self._spawn(index)
+            except OSError as exc:   # out of descriptors, processes, ...
+                self.workers[index] = old
+                logger.error("reload stopped: cannot start worker %d (%s); the old one goes on",
+                             index, exc)
+                return
             deadline = time.monotonic() + START_TIMEOUT
             while not new.ready and new.process.is_alive() and not self.stopping \
                     and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_workers import wait_gone
+from test_workers import starve_descriptors, wait_gone
 from wsclient import CLOSE, TEXT, RawClient
 
 SCRIPT = """
@@ -127,6 +127,32 @@ async def test_sighup_replaces_workers_without_refusing_anyone(tmp_path: Path, k
         after = {pid for _, pid in [await server.open() for _ in range(8)]}
         assert after <= new_pids
         await wait_gone(old_pids, 20, "(an old one) is still there")
+    finally:
+        server.stop()
+    assert server.process.returncode == 0, server.text()
+
+
+@pytest.mark.timeout(90)
+async def test_a_reload_that_cannot_start_a_worker_stops_and_the_old_ones_serve(tmp_path: Path) -> None:
+    server = Server(tmp_path, "tcp")
+    try:
+        await server.started()
+        before = {pid for _, pid in [await server.open() for _ in range(8)]}
+        restore = starve_descriptors(server.process.pid)
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reload stopped: cannot start worker 0" not in server.text():
+            assert time.monotonic() < deadline, server.text()
+            await asyncio.sleep(0.05)
+        restore()
+        assert {pid for _, pid in [await server.open() for _ in range(8)]} <= before
+        # With descriptors again, the next SIGHUP replaces both.
+        server.process.send_signal(signal.SIGHUP)
+        while server.text().count("replaced (pid") < 2:
+            assert time.monotonic() < deadline, server.text()
+            await asyncio.sleep(0.05)
+        await wait_gone(before, 20, "(an old one) is still there")
+        assert not {pid for _, pid in [await server.open() for _ in range(8)]} & before
     finally:
         server.stop()
     assert server.process.returncode == 0, server.text()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,6 +122,18 @@ async def wait_gone(pids: set[int], timeout: float, what: str) -> None:
                 break
             assert time.monotonic() < deadline, f"worker {pid} {what}"
             await asyncio.sleep(0.05)
+
+
+def starve_descriptors(pid: int) -> Callable[[], None]:
+    """Lower process ``pid``'s descriptor limit to its lowest free descriptor number, so that
+    it can open no new one (poll(2) still takes the five a supervisor of two waits on: nfds
+    above the limit would be EINVAL).  Returns what puts the limit back."""
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    held = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = min(set(range(len(held) + 1)) - held)
+    assert lowest_free >= 5, held
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+    return lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
 
 
 async def connect(port: int, n: int) -> list[tuple[RawClient, int]]:
@@ -298,21 +312,12 @@ def test_a_worker_that_cannot_be_restarted_yet_is_tried_again(tmp_path: Path) ->
     # The supervisor out of descriptors when a worker dies: it cannot bind the slot's
     # socket again (or make the worker's pipe).  It logs that, keeps the other worker
     # serving, and restarts the slot once it can.
-    import resource
-
     cluster = Cluster(tmp_path, "-", script_text=QUICK_RESTART_SCRIPT)
 
     async def scenario() -> None:
         await cluster.started()
         await asyncio.sleep(1.2)
-        supervisor = cluster.process.pid
-        limits = resource.prlimit(supervisor, resource.RLIMIT_NOFILE)
-        # The lowest free descriptor number as the limit: no new one can be made, while
-        # poll(2) still takes its five (nfds above the limit would be EINVAL).
-        held = {int(fd) for fd in os.listdir(f"/proc/{supervisor}/fd")}
-        lowest_free = min(set(range(len(held) + 1)) - held)
-        assert lowest_free >= 5, held
-        resource.prlimit(supervisor, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+        restore = starve_descriptors(cluster.process.pid)
         victim = min(cluster.pids)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 15
@@ -321,7 +326,7 @@ def test_a_worker_that_cannot_be_restarted_yet_is_tried_again(tmp_path: Path) ->
             await asyncio.sleep(0.05)
         survivor = cluster.pids - {victim}
         assert {pid for _, pid in await connect(cluster.port, 8)} == survivor
-        resource.prlimit(supervisor, resource.RLIMIT_NOFILE, limits)
+        restore()
         replacement: set[int] = set()
         while not replacement:
             assert time.monotonic() < deadline, "no connection reached the new worker"
