@@ -24,7 +24,8 @@ from ._frames import FrameEngine
 from .app import App
 from .client_handshake import ClientHandshake, parse_url
 from .errors import ConnectionClosed, HandshakeError
-from .server import HttpProtocol, Listener
+from .http_protocol import HttpProtocol
+from .server import Listener
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -117,7 +117,7 @@ async def test_frames_behind_the_request_are_bounded_while_a_hook_runs() -> None
                 for i in range(1000))                   # ~1 MB behind the request
             writer = asyncio.ensure_future(client.send(frames))
             await asyncio.sleep(0.3)
-            protocols = [p for p in server._handshaking]
+            protocols = [p for p in server.handshake_deadlines]
             assert len(protocols) == 1
             held = protocols[0].held_size
             assert 0 < held < 64 * 1024 + 300 * 1024, held   # the bound plus one read

@@ -503,7 +503,7 @@ class HttpConnection(asyncio.Protocol):
         if self.cycle is not None or self.pending:
             self._fail(400, "a WebSocket upgrade pipelined behind unanswered requests\n")
             return
-        from ..server import HttpProtocol  # the listener's first stage, one layer down
+        from ..http_protocol import HttpProtocol  # the listener's first stage, one layer down
 
         method = self.parser.get_method()
         head = [b"%s %s HTTP/1.1\r\n" % (method, self.url)]
