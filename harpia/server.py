@@ -28,10 +28,9 @@ from .connection import ServerWebSocket
 from .errors import ConfigurationError
 from .forwarded import TrustedProxies
 from .http_head import RequestHead
-from .http_protocol import HttpProtocol
-from .hub import Hub
+from .http_protocol import HttpProtocol, UpgradingApp, UpgradingMounts
 from .log_throttle import LogThrottle
-from .routing import HttpRoute, Router, WebSocketRoute
+from .routing import WebSocketRoute
 from .sockets import ListeningServer, bind_unix, start_server, unlink_unix
 from .tls import make_ssl_context
 from .topics import ConnectionSet
@@ -43,40 +42,30 @@ logger = logging.getLogger("harpia")
 #: The engine's coarse clock ticks this many times a second (idle timeouts use it).
 CLOCK_HZ = 16
 
-class MountedApps(Protocol):
-    """What a listener needs from the ASGI apps mounted on the app (``harpia.asgi``)."""
+class MountedApps(UpgradingMounts, Protocol):
+    """What a listener needs from the ASGI apps mounted on the app (``harpia.asgi``):
+    what the upgrade stage asks, and the listener's own calls."""
 
     async def listener_started(self, listener: Listener) -> None: ...
     async def listener_stopping(self, listener: Listener, timeout: float) -> None: ...
-    def match(self, path: str) -> object | None: ...
     def take_over(self, listener: Listener, transport: asyncio.Transport, head: RequestHead,
                   trailing: bytes) -> None: ...
     def websocket_routes(self) -> list[WebSocketRoute]: ...
     def waiting_connections(self) -> int: ...
-    def shed_idle_connection(self) -> bool: ...
 
 
-class ServedApp(Protocol):
-    """What a listener needs from the app it serves: settings, routes, hub, ASGI mounts."""
+class ServedApp(UpgradingApp, Protocol):
+    """What a listener needs from the app it serves: what the upgrade stage needs (caps,
+    routes, hub), its timeouts and I/O settings, and the ASGI mounts."""
 
     @property
     def handshake_timeout(self) -> float: ...
     @property
     def close_timeout(self) -> float: ...
     @property
-    def max_connections(self) -> int | None: ...
-    @property
-    def max_pending_handshakes(self) -> int | None: ...
-    @property
-    def max_pending_tls_handshakes(self) -> int | None: ...
-    @property
     def busy_poll(self) -> float: ...
     @property
     def loop_transport(self) -> bool: ...
-    @property
-    def router(self) -> Router[WebSocketRoute | HttpRoute]: ...
-    @property
-    def hub(self) -> Hub: ...
     @property
     def asgi(self) -> MountedApps | None: ...
 

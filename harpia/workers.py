@@ -202,16 +202,16 @@ class _Supervisor:
 
     def _spawn(self, index: int) -> _Worker:
         where = self.where
+        parent_sockets: tuple[int, ...] = ()
         if self.reservation is not None:    # first: a failure here leaves no pipe behind
             where = {**where, "sock": self._slot_sockets(index)}
-        receiver, sender = self.context.Pipe(duplex=False)
-        parent_fds: tuple[int, ...] = (self.wake_r, self.wake_w, receiver.fileno())
-        if self.reservation is not None:
-            parent_fds += (self.reservation.fileno(),)
             # Another slot's socket left open in this worker would keep that slot's queue
             # alive after the parent closes it (see _close_slot).
-            parent_fds += tuple(sock.fileno() for other, socks in self.slots.items()
-                                if other != index for sock in socks)
+            parent_sockets = (self.reservation.fileno(), *(
+                sock.fileno() for other, socks in self.slots.items() if other != index
+                for sock in socks))
+        receiver, sender = self.context.Pipe(duplex=False)
+        parent_fds = (self.wake_r, self.wake_w, receiver.fileno(), *parent_sockets)
         process = self.context.Process(
             target=_worker_main,
             args=(self.app, self.host, self.port, self.tls, sender, parent_fds, os.getpid(),
@@ -361,10 +361,8 @@ class _Supervisor:
                     worker.conn.close()
                 del self.workers[index]
                 lived = now - worker.started_at
-                if lived < FAST_FAILURE:
-                    delay = self.delays[index] = min(MAX_RESTART_DELAY, max(0.5, self.delays[index] * 2))
-                else:
-                    delay = self.delays[index] = 0.0
+                delay = self._back_off(index) if lived < FAST_FAILURE else 0.0
+                self.delays[index] = delay
                 if delay:
                     self._close_slot(index)
                 logger.warning("worker %d (pid %d) exited with %s after %.1f s; restarting it%s",
@@ -379,12 +377,16 @@ class _Supervisor:
                     except OSError as exc:   # out of descriptors, processes, ...
                         # Nobody would accept what the kernel queues on the slot meanwhile.
                         self._close_slot(index)
-                        delay = self.delays[index] = min(MAX_RESTART_DELAY, max(0.5, self.delays[index] * 2))
+                        delay = self.delays[index] = self._back_off(index)
                         logger.error("worker %d cannot restart (%s); trying again in %.1f s",
                                      index, exc, delay)
                         self.restart_at[index] = time.monotonic() + delay
                         continue
                     logger.info("worker %d restarted (pid %d)", index, worker.pid)
+
+    def _back_off(self, index: int) -> float:
+        """The slot's next restart delay while it keeps failing: 0.5 s, doubling, capped."""
+        return min(MAX_RESTART_DELAY, max(0.5, self.delays[index] * 2))
 
     def _reap_retired(self) -> None:
         for worker in list(self.retiring):

@@ -136,6 +136,22 @@ def starve_descriptors(pid: int) -> Callable[[], None]:
     return lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
 
 
+async def greeting_pid(port: int, address: str = "127.0.0.1", timeout: float = 5.0) -> int:
+    """Connect to ``address``, upgrade, and return the pid the worker greets with."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    client = RawClient(sock)
+    await client.send(upgrade_request("/"))
+    response = await client.read_response(timeout)
+    assert response.status == 101, response
+    greeting = await client.recv_message(timeout)
+    client.close()
+    assert isinstance(greeting, str) and greeting.startswith("pid ")
+    return int(greeting.split()[1])
+
+
 async def connect(port: int, n: int) -> list[tuple[RawClient, int]]:
     """``n`` clients, each with the pid of the worker that took it."""
     clients = await asyncio.gather(*(RawClient.open(port) for _ in range(n)))
@@ -275,22 +291,12 @@ def test_connections_queued_at_a_dead_worker_are_answered_by_its_replacement(tmp
     # it, and every connection in its queue reset.)
     cluster = Cluster(tmp_path, "-", script_text=QUICK_RESTART_SCRIPT)
 
-    async def greeted(port: int) -> int:
-        client = await RawClient.connect(port)
-        await client.send(upgrade_request("/"))
-        response = await client.read_response(20)
-        assert response.status == 101, response
-        greeting = await client.recv_message(20)
-        client.close()
-        assert isinstance(greeting, str)
-        return int(greeting.split()[1])
-
     async def scenario() -> None:
         await cluster.started()
         await asyncio.sleep(1.2)
         victim = min(cluster.pids)
         os.kill(victim, signal.SIGSTOP)
-        waiting = [asyncio.ensure_future(greeted(cluster.port)) for _ in range(24)]
+        waiting = [asyncio.ensure_future(greeting_pid(cluster.port, timeout=20)) for _ in range(24)]
         await asyncio.sleep(0.5)
         assert not all(task.done() for task in waiting), "some land in the stopped worker's queue"
         os.kill(victim, signal.SIGKILL)
@@ -349,22 +355,10 @@ def test_workers_serve_every_address_of_their_host(tmp_path: Path, transport: st
         "harpia(pubsub=", f"harpia(loop_transport={transport == 'loop'}, pubsub=")
     cluster = Cluster(tmp_path, "-", script_text=script)
 
-    async def greeted(family: socket.AddressFamily, address: str) -> int:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (address, cluster.port))
-        client = RawClient(sock)
-        response = await client.handshake("/")
-        assert response.status == 101, response
-        greeting = await client.recv_message()
-        client.close()
-        assert isinstance(greeting, str)
-        return int(greeting.split()[1])
-
     async def scenario() -> None:
         await cluster.started()
-        for family, address in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
-            pids = await asyncio.gather(*(greeted(family, address) for _ in range(16)))
+        for address in ["127.0.0.1", "::1"]:
+            pids = await asyncio.gather(*(greeting_pid(cluster.port, address) for _ in range(16)))
             assert set(pids) == cluster.pids, (address, pids)
         cluster.process.send_signal(signal.SIGTERM)
         assert await cluster.wait() == 0
