@@ -29,7 +29,7 @@ from .handshake import (
 )
 from .http_head import RequestHead
 from .http_parser import DEFAULT_LIMITS, HttpRequestParser
-from .http_response import Response, error_response, response_http
+from .http_response import Response, error_response, refuse, response_http
 from .hub import Hub
 from .log_throttle import LogThrottle
 from .opening import OpeningHost, accept_response, deflate_agreement, hand_over
@@ -290,14 +290,8 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     def _respond(self, response: bytes) -> None:
-        status = int(response[9:12])
-        if status >= 400:
-            self.listener.app.hub.stats.handshake_failures[status] += 1
         self._done()
-        transport = self.transport
-        if not transport.is_closing():
-            transport.write(response)
-            transport.close()
+        refuse(self.transport, response, self.listener.app.hub.stats.handshake_failures)
 
     # ------------------------------------------------------------------ routing
 

@@ -7,6 +7,8 @@ response splitting.  :class:`Response` is what an ``app.get`` handler may return
 """
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 
@@ -163,3 +165,13 @@ class Response:
         self.status = status
         self.headers = dict(headers or {})
         self.content_type = content_type
+
+
+def refuse(transport: asyncio.Transport, response: bytes, failures: Counter[int]) -> None:
+    """Answer a handshake with ``response`` (an error counts in ``failures`` by status), close."""
+    status = int(response[9:12])
+    if status >= 400:
+        failures[status] += 1
+    if not transport.is_closing():
+        transport.write(response)
+        transport.close()

@@ -215,17 +215,19 @@ class Listener:
 
     @property
     def url(self) -> str:
-        """Where clients connect: ``ws://host:port`` (``wss://`` with TLS)."""
+        """Where clients connect: ``ws://host:port`` (``wss://`` with TLS; ``localhost`` for
+        ``host=""``, which is every address)."""
         scheme = "wss" if self.secure else "ws"
         if self.unix is not None:
             return f"{scheme}+unix://{self.unix}"
         host = self.host
-        if self.sock is not None and self.sock.fileno() >= 0:
+        if len(self.sockets) == 1 and self.sock is not None and self.sock.fileno() >= 0:
             bound = self.sock.getsockname()      # the socket's own address, not host=
             if not isinstance(bound, tuple):
                 return f"{scheme}+unix://{bound}"
             host = bound[0]
-        host = host if ":" not in host else f"[{host}]"
+        # host="" is every address of both families; Bun names its wildcard the same way.
+        host = "localhost" if not host else host if ":" not in host else f"[{host}]"
         return f"{scheme}://{host}:{self.port}"
 
     async def stop(self, *, code: int = 1001, timeout: float | None = None) -> None:

@@ -383,6 +383,16 @@ async def test_serve_reports_port_and_url() -> None:
     assert server not in app.hub.servers
 
 
+async def test_serve_on_every_address_reports_a_url_that_connects() -> None:
+    # host="" binds every address of both families: the URL names localhost, not ":port".
+    app = echo_app()
+    async with app.serve(host="", port=0) as server:
+        assert server.url == f"ws://localhost:{server.port}"
+        async with harpia.connect(server.url + "/echo") as ws:
+            ws.send("hi")
+            assert await ws.recv() == "hi"
+
+
 async def test_handler_can_reach_its_listener() -> None:
     seen: list[Any] = []
     app = harpia.harpia()

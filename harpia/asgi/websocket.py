@@ -30,7 +30,7 @@ from ..errors import ClientDisconnected, ConnectionClosed, HandshakeError, Harpi
 from ..handlers import bind_handlers
 from ..handshake import check_websocket_request, parse_header_tokens
 from ..http_head import RequestHead
-from ..http_response import error_response, response_http
+from ..http_response import error_response, refuse, response_http
 from ..opening import accept_response, deflate_agreement, hand_over
 from ..options import RouteOptions
 from ..routing import WebSocketRoute
@@ -190,14 +190,8 @@ class AsgiWebSocket(asyncio.Protocol):
 
     def _answer(self, response: bytes) -> None:
         """Refuse the handshake with an HTTP response and close."""
-        status = int(response[9:12])
-        if status >= 400:
-            self.listener.app.hub.stats.handshake_failures[status] += 1
         self._end_connecting()
-        transport = self.transport
-        if not transport.is_closing():
-            transport.write(response)
-            transport.close()
+        refuse(self.transport, response, self.listener.app.hub.stats.handshake_failures)
         self.disconnected(1006, "")
 
     def _end_connecting(self) -> None:
