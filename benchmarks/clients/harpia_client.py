@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import argparse
 
-from common import Counter, Scenario, Stop, run
+from common import COUNT, Scenario, Stop, run
 
 import harpia
 
 
 def echo(ws: harpia.ClientWebSocket, message: str | bytes) -> None:
-    Counter.n += 1
+    COUNT.n += 1
     ws.send(message)
 
 
 def take(ws: harpia.ClientWebSocket, message: str | bytes) -> None:
-    Counter.n += 1
+    COUNT.n += 1
 
 
 async def connect_and_close(url: str, args: argparse.Namespace) -> None:

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import argparse
 
-from common import Counter, Scenario, Stop, run
+from common import COUNT, Scenario, Stop, run
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 
 class Echo(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        Counter.n += 1
+        COUNT.n += 1
         transport.send(frame.msg_type, frame.get_payload_as_memoryview())
 
 
 class Take(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        Counter.n += 1
+        COUNT.n += 1
 
 
 async def connect_and_close(url: str, args: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from common import Counter, Scenario, Stop, run
+from common import COUNT, Scenario, Stop, run
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -15,7 +15,7 @@ async def echo(ws: ClientConnection, inflight: int, size: int) -> None:
         for _ in range(inflight):
             await ws.send(payload)
         async for message in ws:
-            Counter.n += 1
+            COUNT.n += 1
             if inflight:
                 await ws.send(message)
     except ConnectionClosed:
