@@ -226,8 +226,10 @@ class Listener:
             if not isinstance(bound, tuple):
                 return f"{scheme}+unix://{bound}"
             host = bound[0]
-        # host="" is every address of both families; Bun names its wildcard the same way.
-        host = "localhost" if not host else host if ":" not in host else f"[{host}]"
+        if not host:
+            host = "localhost"      # every address of both families; Bun names it so too
+        elif ":" in host:
+            host = f"[{host}]"
         return f"{scheme}://{host}:{self.port}"
 
     async def stop(self, *, code: int = 1001, timeout: float | None = None) -> None:

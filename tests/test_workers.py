@@ -146,8 +146,14 @@ async def greeting_pid(port: int, address: str = "127.0.0.1", timeout: float = 5
     await client.send(upgrade_request("/"))
     response = await client.read_response(timeout)
     assert response.status == 101, response
-    greeting = await client.recv_message(timeout)
+    pid = await greeted_pid(client, timeout)
     client.close()
+    return pid
+
+
+async def greeted_pid(client: RawClient, timeout: float = 5.0) -> int:
+    """The pid in the greeting a worker sends ``client`` when it opens."""
+    greeting = await client.recv_message(timeout)
     assert isinstance(greeting, str) and greeting.startswith("pid ")
     return int(greeting.split()[1])
 
@@ -157,9 +163,7 @@ async def connect(port: int, n: int) -> list[tuple[RawClient, int]]:
     clients = await asyncio.gather(*(RawClient.open(port) for _ in range(n)))
     result = []
     for client in clients:
-        greeting = await client.recv_message()
-        assert isinstance(greeting, str) and greeting.startswith("pid ")
-        result.append((client, int(greeting.split()[1])))
+        result.append((client, await greeted_pid(client)))
     return result
 
 
